@@ -1,0 +1,368 @@
+//! App configs (`/etc/nodeapp/<name>.toml`): parsing and validation, in one place.
+//!
+//! The generator, the shim, `nodeapp run` and `nodeapp check` all load configs through
+//! [`load`], so they accept and refuse exactly the same files. Nothing here touches systemd
+//! or starts processes; the one thing read from the system is whether `node` exists.
+
+mod error;
+mod listen;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use listen::ListenAddr;
+
+use error::{at_offset, whole_file, Reporter};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Where configs live for unit `nodeapp@<name>`; tests and packagers may point elsewhere.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/nodeapp";
+
+pub fn config_dir() -> PathBuf {
+    std::env::var_os("NODEAPP_CONFIG_DIR").map_or_else(|| DEFAULT_CONFIG_DIR.into(), PathBuf::from)
+}
+
+/// A validated app config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The app's name: the file name without `.toml`, and the unit's instance name.
+    pub name: String,
+    pub path: PathBuf,
+    /// The entry file, as written: relative to `cwd` or absolute.
+    pub script: PathBuf,
+    /// Absolute; a relative `cwd` in the file is taken from the file's own directory.
+    pub cwd: PathBuf,
+    pub instances: Instances,
+    pub listen: Vec<ListenAddr>,
+    /// Absolute: as given, or found on `PATH` when the config is loaded.
+    pub node: PathBuf,
+    pub node_args: Vec<String>,
+    pub args: Vec<String>,
+    /// `None`: the package's unprivileged `nodeapp` user.
+    pub user: Option<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instances {
+    Count(usize),
+    /// One worker per CPU this service may use (see [`crate::cpus`]).
+    Max,
+}
+
+/// The most workers one app may ask for: a guard against typos such as `instances = 40000`.
+pub const MAX_INSTANCES: usize = 1024;
+
+/// Environment variables nodeapp sets for its workers; a config may not set them.
+const RESERVED_ENV: &[&str] = &[
+    "NODE_CHANNEL_FD",
+    "NODE_CHANNEL_SERIALIZATION_MODE",
+    "NODE_APP_INSTANCE",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    script: Option<Spanned<String>>,
+    cwd: Option<Spanned<String>>,
+    instances: Option<Spanned<toml::Value>>,
+    listen: Option<Spanned<Vec<Spanned<String>>>>,
+    node: Option<Spanned<String>>,
+    #[serde(default)]
+    node_args: Vec<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    user: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+}
+
+/// Reads and validates the config at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| whole_file(path, format!("cannot read the config: {e}")))?;
+    parse(path, &bytes)
+}
+
+/// Validates `bytes` as the config file at `path` (the path names the app and anchors a
+/// relative `cwd`; it is not read).
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
+    let name = app_name(path)?;
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let text = String::from_utf8_lossy(&bytes[..e.valid_up_to()]);
+        at_offset(
+            path,
+            &text,
+            e.valid_up_to(),
+            "the file is not UTF-8 text; save it as UTF-8",
+        )
+    })?;
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        at_offset(path, text, offset, toml_message(&e))
+    })?;
+
+    let mut report = Reporter::new(path, text);
+    let whole = 0..0;
+
+    let script = match raw.script {
+        Some(s) if s.get_ref().is_empty() => {
+            report.at(s.span(), "script", "is empty; name the app's entry file");
+            None
+        }
+        Some(s) => Some(PathBuf::from(s.into_inner())),
+        None => {
+            report.at(
+                whole.clone(),
+                "script",
+                "is missing; name the app's entry file, e.g. script = \"server.js\"",
+            );
+            None
+        }
+    };
+
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let cwd = match raw.cwd {
+        Some(c) if c.get_ref().is_empty() || c.get_ref().contains(['\n', '\0']) => {
+            report.at(c.span(), "cwd", "is not a usable directory path");
+            None
+        }
+        Some(c) => std::path::absolute(base.join(c.get_ref())).ok(),
+        None => {
+            report.at(
+                whole.clone(),
+                "cwd",
+                "is missing; name the app's directory, e.g. cwd = \"/srv/api\"",
+            );
+            None
+        }
+    };
+
+    let instances = match raw.instances {
+        None => Instances::Max,
+        Some(v) => match v.get_ref() {
+            toml::Value::String(s) if s == "max" => Instances::Max,
+            toml::Value::Integer(n) if (1..=MAX_INSTANCES as i64).contains(n) => {
+                Instances::Count(*n as usize)
+            }
+            other => {
+                report.at(
+                    v.span(),
+                    "instances",
+                    format!(
+                        "is {}; expected a whole number from 1 to {MAX_INSTANCES}, or \"max\" \
+                         for one worker per CPU this service may use",
+                        describe(other)
+                    ),
+                );
+                Instances::Max
+            }
+        },
+    };
+
+    let mut listen = Vec::new();
+    match raw.listen {
+        None => report.at(
+            whole.clone(),
+            "listen",
+            "is missing; give the addresses to serve, e.g. listen = [\"0.0.0.0:3000\"]",
+        ),
+        Some(list) if list.get_ref().is_empty() => report.at(
+            list.span(),
+            "listen",
+            "is empty; give at least one address, e.g. listen = [\"0.0.0.0:3000\"]",
+        ),
+        Some(list) => {
+            for item in list.into_inner() {
+                match ListenAddr::parse(item.get_ref()) {
+                    Ok(addr) if listen.contains(&addr) => {
+                        report.at(item.span(), "listen", format!("{addr} is listed twice"))
+                    }
+                    Ok(addr) => listen.push(addr),
+                    Err(why) => report.at(item.span(), "listen", why),
+                }
+            }
+        }
+    }
+
+    let node = match raw.node {
+        None => find_node("node")
+            .map_err(|why| report.at(whole.clone(), "node", why))
+            .ok(),
+        Some(n) if n.get_ref().is_empty() || n.get_ref().contains('\0') => {
+            report.at(
+                n.span(),
+                "node",
+                "is empty; name the node binary, e.g. \"/usr/bin/node\"",
+            );
+            None
+        }
+        Some(n) => find_node(n.get_ref())
+            .map_err(|why| report.at(n.span(), "node", why))
+            .ok(),
+    };
+
+    let user = raw.user.and_then(|u| {
+        if valid_user_name(u.get_ref()) {
+            Some(u.into_inner())
+        } else {
+            report.at(
+                u.span(),
+                "user",
+                format!(
+                    "{:?} is not a valid user name (letters, digits, `_`, `-`, `.`; at most 32)",
+                    u.get_ref()
+                ),
+            );
+            None
+        }
+    });
+
+    let mut env = BTreeMap::new();
+    for (key, value) in raw.env {
+        let k = key.get_ref();
+        if k.is_empty() || k.contains(['=', '\0']) {
+            report.at(key.span(), "env", format!("{k:?} is not a variable name"));
+            continue;
+        }
+        if RESERVED_ENV.contains(&k.as_str()) || k.starts_with("NODEAPP_") {
+            report.at(key.span(), "env", format!("{k} is set by nodeapp itself"));
+            continue;
+        }
+        let text = match value.get_ref() {
+            toml::Value::String(s) if !s.contains('\0') => s.clone(),
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                report.at(
+                    value.span(),
+                    &format!("env.{k}"),
+                    format!(
+                        "is {}; expected a string, number or boolean",
+                        describe(other)
+                    ),
+                );
+                continue;
+            }
+        };
+        env.insert(key.into_inner(), text);
+    }
+
+    report.finish()?;
+    Ok(Config {
+        name,
+        path: path.to_path_buf(),
+        script: script.expect("reported above"),
+        cwd: cwd.expect("reported above"),
+        instances,
+        listen,
+        node: node.expect("reported above"),
+        node_args: raw.node_args,
+        args: raw.args,
+        user,
+        env,
+    })
+}
+
+/// The app's name, from the file name; it becomes the instance of `nodeapp@<name>`.
+fn app_name(path: &Path) -> Result<String, ConfigErrors> {
+    let file = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or_default();
+    let Some(name) = file.strip_suffix(".toml") else {
+        return Err(whole_file(path, "config files are named <app>.toml"));
+    };
+    validate_name(name).map_err(|why| whole_file(path, why))?;
+    Ok(name.to_string())
+}
+
+/// App names become systemd instance names and file names: keep them to characters that
+/// need no escaping in either.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    const RULE: &str = "app names are 1 to 64 characters: letters, digits, `_`, `-`, `.`, \
+                        starting with a letter or digit";
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid app name; {RULE}"))
+    }
+}
+
+/// The directories searched for `node` when `PATH` is unset: systemd's default for services.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// An absolute path to an executable `node`: `name` itself when absolute, else the first
+/// match on `PATH`.
+fn find_node(name: &str) -> Result<PathBuf, String> {
+    // Mode bits rather than access(2): for root, access() says yes to any file.
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let given = Path::new(name);
+    if given.is_absolute() {
+        return match given.metadata() {
+            Err(e) => Err(format!(
+                "{name}: {e}; install Node.js or point `node` at its binary"
+            )),
+            Ok(_) if !executable(given) => Err(format!("{name} is not an executable file")),
+            Ok(_) => Ok(given.to_path_buf()),
+        };
+    }
+    if name.contains('/') {
+        return Err(
+            "must be an absolute path (\"/usr/bin/node\") or a command name found \
+                    on PATH"
+                .into(),
+        );
+    }
+    let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_absolute() && executable(p))
+        .ok_or_else(|| {
+            format!("no `{name}` on PATH ({path}); install Node.js or set node = \"/path/to/node\"")
+        })
+}
+
+fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with(['-', '.'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn describe(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("the string {s:?}"),
+        toml::Value::Integer(n) => format!("{n}"),
+        toml::Value::Float(x) => format!("{x}"),
+        toml::Value::Boolean(b) => format!("{b}"),
+        toml::Value::Datetime(d) => format!("the date {d}"),
+        toml::Value::Array(_) => "a list".into(),
+        toml::Value::Table(_) => "a table".into(),
+    }
+}
+
+/// toml's message, less the source excerpt it may add: our error already says where.
+fn toml_message(e: &toml::de::Error) -> String {
+    e.message().trim().replace('\n', "; ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,261 @@
+use super::*;
+
+fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
+    parse(Path::new("/etc/nodeapp/api.toml"), text.as_bytes())
+}
+
+fn errors(text: &str) -> Vec<String> {
+    parse_str(text)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+const VALID: &str = r#"
+script = "server.js"
+cwd = "/srv/api"
+instances = "max"
+listen = ["0.0.0.0:3000", "[::1]:3001", "/run/api.sock"]
+node = "/bin/sh"
+node_args = ["--max-old-space-size=256"]
+args = ["--port", "3000"]
+user = "www-data"
+[env]
+NODE_ENV = "production"
+WORKERS = 4
+DEBUG = false
+"#;
+
+#[test]
+fn a_full_config_is_read_as_written() {
+    let c = parse_str(VALID).unwrap();
+    assert_eq!(c.name, "api");
+    assert_eq!(c.script, PathBuf::from("server.js"));
+    assert_eq!(c.cwd, PathBuf::from("/srv/api"));
+    assert_eq!(c.instances, Instances::Max);
+    assert_eq!(
+        c.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["0.0.0.0:3000", "[::1]:3001", "/run/api.sock"]
+    );
+    assert_eq!(c.node, PathBuf::from("/bin/sh"));
+    assert_eq!(c.node_args, ["--max-old-space-size=256"]);
+    assert_eq!(c.args, ["--port", "3000"]);
+    assert_eq!(c.user.as_deref(), Some("www-data"));
+    assert_eq!(c.env["NODE_ENV"], "production");
+    assert_eq!(c.env["WORKERS"], "4");
+    assert_eq!(c.env["DEBUG"], "false");
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let c =
+        parse_str("script = \"a.js\"\ncwd = \"/srv/a\"\nlisten = [\"127.0.0.1:8080\"]\n").unwrap();
+    assert_eq!(c.instances, Instances::Max);
+    assert!(
+        c.node.is_absolute() && c.node.ends_with("node"),
+        "found on PATH: {:?}",
+        c.node
+    );
+    assert_eq!(c.user, None);
+    assert!(c.env.is_empty() && c.args.is_empty() && c.node_args.is_empty());
+}
+
+#[test]
+fn a_relative_cwd_is_taken_from_the_config_files_directory() {
+    let c = parse(
+        Path::new("/srv/repo/deploy/api.toml"),
+        b"script = \"server.js\"\ncwd = \"../app\"\nlisten = [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    assert_eq!(c.cwd, PathBuf::from("/srv/repo/deploy/../app"));
+    assert!(c.cwd.is_absolute());
+}
+
+#[test]
+fn unknown_keys_are_errors_that_list_the_valid_ones() {
+    let e = errors("script = \"a.js\"\ncwd = \"/a\"\nlisten = [\"127.0.0.1:1\"]\ninstance = 2\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("/etc/nodeapp/api.toml:4:1: "), "{}", e[0]);
+    assert!(e[0].contains("instance"), "{}", e[0]);
+    assert!(e[0].contains("instances"), "lists the valid keys: {}", e[0]);
+}
+
+#[test]
+fn missing_required_keys_are_all_reported_at_once() {
+    let e = errors("instances = 2\n");
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e.iter().any(|m| m.contains("`script`: is missing")));
+    assert!(e.iter().any(|m| m.contains("`cwd`: is missing")));
+    assert!(e.iter().any(|m| m.contains("`listen`: is missing")));
+}
+
+#[test]
+fn an_empty_file_says_what_is_missing() {
+    assert_eq!(errors("").len(), 3);
+}
+
+#[test]
+fn instances_must_be_a_count_or_max() {
+    for (value, shown) in [
+        ("0", "is 0"),
+        ("2000", "is 2000"),
+        ("\"all\"", "\"all\""),
+        ("1.5", "1.5"),
+    ] {
+        let e = errors(&format!(
+            "script = \"a.js\"\ncwd = \"/a\"\nlisten = [\"127.0.0.1:1\"]\ninstances = {value}\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("/etc/nodeapp/api.toml:4:13: `instances`: "),
+            "{}",
+            e[0]
+        );
+        assert!(e[0].contains(shown) && e[0].contains("\"max\""), "{}", e[0]);
+    }
+}
+
+#[test]
+fn a_bad_listen_address_is_pointed_at() {
+    let e = errors(
+        "script = \"a.js\"\ncwd = \"/a\"\nlisten = [\n  \"0.0.0.0:3000\",\n  \"0.0.0.0:70000\",\n]\n",
+    );
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("/etc/nodeapp/api.toml:5:3: `listen`: "),
+        "{}",
+        e[0]
+    );
+    assert!(e[0].contains("1 to 65535"), "{}", e[0]);
+}
+
+#[test]
+fn duplicate_listen_addresses_are_refused() {
+    let e = errors("script = \"a\"\ncwd = \"/a\"\nlisten = [\"[::]:80\", \"[::]:80\"]\n");
+    assert!(e[0].contains("listed twice"), "{}", e[0]);
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let e = errors("script = 5\ncwd = \"/a\"\nlisten = [\"127.0.0.1:1\"]\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("/etc/nodeapp/api.toml:1:10: "), "{}", e[0]);
+    assert!(e[0].contains("string"), "{}", e[0]);
+}
+
+#[test]
+fn toml_syntax_errors_give_the_line() {
+    let e = errors("script = \"a.js\"\ncwd = /srv\n");
+    assert!(e[0].starts_with("/etc/nodeapp/api.toml:2:"), "{}", e[0]);
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_refused_where_it_stops_being_text() {
+    let e = parse(
+        Path::new("/x/api.toml"),
+        b"script = \"a.js\"\ncwd = \"\xff\"\n",
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("/x/api.toml:2:8: "), "{msg}");
+    assert!(msg.contains("UTF-8"), "{msg}");
+}
+
+#[test]
+fn environment_values_are_kept_byte_for_byte() {
+    let value = "50% of $HOME \"quoted\" 'single' back\\slash two words\nnew line";
+    let text = format!(
+        "script = \"a.js\"\ncwd = \"/a\"\nlisten = [\"127.0.0.1:1\"]\n[env]\nTRICKY = {}\n",
+        toml::Value::String(value.into())
+    );
+    assert_eq!(parse_str(&text).unwrap().env["TRICKY"], value);
+}
+
+#[test]
+fn nodeapps_own_environment_variables_are_refused() {
+    let e = errors(
+        "script = \"a\"\ncwd = \"/a\"\nlisten = [\"127.0.0.1:1\"]\n[env]\nLISTEN_FDS = \"3\"\n\
+         NODEAPP_X = \"1\"\nOK = [1]\n",
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e[0].contains("LISTEN_FDS is set by nodeapp"), "{}", e[0]);
+    assert!(
+        e[2].contains("`env.OK`") && e[2].contains("a list"),
+        "{}",
+        e[2]
+    );
+}
+
+#[test]
+fn node_and_user_are_checked_for_form() {
+    let e = errors(
+        "script = \"a\"\ncwd = \"/a\"\nlisten = [\"127.0.0.1:1\"]\nnode = \"bin/node\"\n\
+         user = \"bad user\"\n",
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].contains("`node`: must be an absolute path"),
+        "{}",
+        e[0]
+    );
+    assert!(e[1].contains("`user`: \"bad user\" is not a valid user name"));
+}
+
+#[test]
+fn the_file_name_must_be_a_valid_app_name() {
+    for bad in [
+        "/etc/nodeapp/my app.toml",
+        "/etc/nodeapp/.toml",
+        "/etc/nodeapp/-x.toml",
+    ] {
+        let e = parse(Path::new(bad), VALID.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("not a valid app name"), "{e}");
+    }
+    let e = parse(Path::new("/etc/nodeapp/api.conf"), VALID.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("<app>.toml"), "{e}");
+}
+
+#[test]
+fn names_follow_the_instance_name_rules() {
+    for ok in ["api", "api-2", "my_app.v2", "A1"] {
+        assert!(validate_name(ok).is_ok(), "{ok}");
+    }
+    let long = "a".repeat(65);
+    for bad in [
+        "",
+        "../x",
+        "a b",
+        "a/b",
+        "a@b",
+        ".hidden",
+        "-x",
+        long.as_str(),
+        "é",
+    ] {
+        assert!(validate_name(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_missing_or_unrunnable_node_is_an_error_at_its_key() {
+    let base = "script = \"a\"\ncwd = \"/a\"\nlisten = [\"127.0.0.1:1\"]\n";
+    let e = errors(&format!("{base}node = \"/nonexistent/node\"\n"));
+    assert!(
+        e[0].starts_with("/etc/nodeapp/api.toml:4:8: `node`: /nonexistent/node: "),
+        "{}",
+        e[0]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("node");
+    std::fs::write(&plain, "not a program").unwrap();
+    let e = errors(&format!("{base}node = \"{}\"\n", plain.display()));
+    assert!(e[0].contains("not an executable file"), "{}", e[0]);
+    let e = errors(&format!("{base}node = \"no-such-node-binary\"\n"));
+    assert!(
+        e[0].contains("no `no-such-node-binary` on PATH"),
+        "{}",
+        e[0]
+    );
+}

@@ -1,0 +1,229 @@
+//! One worker: a plain `node` process (never a cluster worker) that inherits the listening
+//! sockets as fds 3.. and talks to the shim over Node's own IPC channel.
+
+use super::journal::JournalStreams;
+use nix::libc;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// What every worker of an app runs.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub app: String,
+    pub node: PathBuf,
+    pub node_args: Vec<String>,
+    pub preload: PathBuf,
+    pub script: PathBuf,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    /// Connect each worker's stdout/stderr to journald itself (under systemd).
+    pub journal: bool,
+}
+
+/// Variables of the shim's own environment that describe the shim, not the worker.
+const NOT_INHERITED: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "JOURNAL_STREAM",
+];
+
+/// What a worker says on its channel.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message {
+    /// The preload: every inherited socket is listening.
+    Listening,
+    /// An app ported from PM2 called `process.send('ready')`.
+    AppReady,
+}
+
+pub struct Worker {
+    pub slot: usize,
+    pub pid: Pid,
+    pub started: Instant,
+    pub ready: bool,
+    channel: Option<UnixStream>,
+    pending: Vec<u8>,
+}
+
+/// A line longer than this is not one of ours; it is dropped rather than buffered.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+pub fn spawn(spec: &WorkerSpec, slot: usize, listeners: &[OwnedFd]) -> io::Result<Worker> {
+    let (ours, theirs) = UnixStream::pair()?;
+    ours.set_nonblocking(true)?;
+
+    // The child's fd layout: listening sockets at 3.., its channel end right after.
+    let mut sources: Vec<RawFd> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
+    sources.push(theirs.as_raw_fd());
+    let channel_fd = 3 + listeners.len();
+    let journal = spec
+        .journal
+        .then(|| JournalStreams::new(&format!("{}/{slot}", spec.app)))
+        .flatten();
+    let parent = nix::unistd::getpid();
+
+    let mut cmd = Command::new(&spec.node);
+    cmd.args(&spec.node_args)
+        .arg("--require")
+        .arg(&spec.preload)
+        .arg(&spec.script)
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        // Its own process group: a Ctrl-C at the terminal reaches the shim alone, which
+        // then drains the workers instead of them dying mid-request.
+        .process_group(0);
+    for var in NOT_INHERITED {
+        cmd.env_remove(var);
+    }
+    cmd.envs(&spec.env)
+        .env("NODE_APP_INSTANCE", slot.to_string())
+        .env("NODEAPP_LISTEN_FDS", listeners.len().to_string())
+        .env("NODE_CHANNEL_FD", channel_fd.to_string())
+        .env("NODE_CHANNEL_SERIALIZATION_MODE", "json");
+
+    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe
+    // calls; `sources` and `journal` were allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Workers must not outlive a shim that was killed outright. The shim is
+            // single-threaded, so the parent this is tied to is the shim itself.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                || libc::getppid() != parent.as_raw()
+            {
+                return Err(io::Error::other("the shim went away during spawn"));
+            }
+            place_fds(&mut sources)?;
+            if let Some(j) = &journal {
+                j.connect_in_child();
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot start {}: {e}", spec.node.display()),
+        )
+    })?;
+    drop(theirs);
+    Ok(Worker {
+        slot,
+        pid: Pid::from_raw(child.id() as i32),
+        started: Instant::now(),
+        ready: false,
+        channel: Some(ours),
+        pending: Vec::new(),
+    })
+}
+
+/// Moves `sources[i]` to fd `3 + i`, without close-on-exec, in the child. Everything is
+/// first moved above the target range, so that no source is overwritten before it moves.
+fn place_fds(sources: &mut [RawFd]) -> io::Result<()> {
+    let above = (3 + sources.len()).max(64) as libc::c_int;
+    for fd in sources.iter_mut() {
+        // SAFETY: fcntl and dup2 on fds we own, between fork and exec.
+        let moved = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above) };
+        if moved < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        *fd = moved;
+    }
+    for (i, &fd) in sources.iter().enumerate() {
+        let target = 3 + i as libc::c_int;
+        // SAFETY: as above. dup2 leaves the new fd without close-on-exec; the moved copy
+        // keeps it and vanishes at exec.
+        if unsafe { libc::dup2(fd, target) } != target {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl Worker {
+    pub fn channel(&self) -> Option<BorrowedFd<'_>> {
+        self.channel.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Reads what the worker has sent. When the worker closes its end the channel is
+    /// dropped; the worker's exit is learned from SIGCHLD, not from here.
+    pub fn read_messages(&mut self) -> Vec<Message> {
+        let Some(stream) = self.channel.as_mut() else {
+            return Vec::new();
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    self.channel = None;
+                    break;
+                }
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.channel = None;
+                    break;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            if let Some(m) = parse_message(&line[..line.len() - 1]) {
+                out.push(m);
+            }
+        }
+        if self.pending.len() > MAX_MESSAGE {
+            self.pending.clear();
+        }
+        out
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        // ESRCH: it exited and awaits reaping; nothing to do.
+        let _ = nix::sys::signal::kill(self.pid, sig);
+    }
+}
+
+/// Node's IPC channel in "json" mode carries one JSON value per line.
+fn parse_message(line: &[u8]) -> Option<Message> {
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    match &value {
+        serde_json::Value::String(s) if s == "ready" => Some(Message::AppReady),
+        serde_json::Value::Object(o) => match o.get("nodeapp")?.as_str()? {
+            "listening" => Some(Message::Listening),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_read_from_node_ipc_lines() {
+        assert_eq!(
+            parse_message(br#"{"nodeapp":"listening","pid":7}"#),
+            Some(Message::Listening)
+        );
+        assert_eq!(parse_message(br#""ready""#), Some(Message::AppReady));
+        assert_eq!(parse_message(br#"{"cmd":"NODE_HANDLE_ACK"}"#), None);
+        assert_eq!(parse_message(b"not json"), None);
+    }
+}
