@@ -4,7 +4,7 @@
 use crate::config::ListenAddr;
 use nix::sys::socket::{
     self, getsockopt, setsockopt, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
-    SockaddrIn6, UnixAddr,
+    SockaddrIn6, SockaddrStorage, UnixAddr,
 };
 use std::io;
 use std::net::SocketAddr;
@@ -15,6 +15,28 @@ use std::path::PathBuf;
 pub struct Listeners {
     pub fds: Vec<OwnedFd>,
     bound_paths: Vec<PathBuf>,
+}
+
+impl Listeners {
+    /// What each socket is bound to, as `ip:port`, `[ip6]:port` or a path: workers need it
+    /// because Node cannot tell the name of a unix socket it opened from an fd.
+    pub fn names(&self) -> Vec<String> {
+        self.fds
+            .iter()
+            .map(
+                |fd| match socket::getsockname::<SockaddrStorage>(fd.as_raw_fd()) {
+                    Ok(a) => match a.as_unix_addr() {
+                        Some(u) => u
+                            .path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        None => a.to_string(),
+                    },
+                    Err(_) => String::new(),
+                },
+            )
+            .collect()
+    }
 }
 
 impl Drop for Listeners {

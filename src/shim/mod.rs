@@ -56,6 +56,7 @@ pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
         cwd: config.cwd.clone(),
         env: config.env.clone(),
         journal: crate::logging::stderr_is_journal(),
+        listen_names: serde_json::to_string(&listeners.names()).expect("strings serialize"),
     };
     if !spec.cwd.is_dir() {
         return Err(io::Error::other(format!(
@@ -197,14 +198,16 @@ impl Supervisor {
     fn handle_signal(&mut self, sig: Signal) {
         match sig {
             Signal::SIGCHLD => self.reap_workers(),
-            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
-                if matches!(self.phase, Phase::Stopping { .. }) {
+            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => match self.phase {
+                Phase::Stopping { .. } if sig == Signal::SIGINT => {
+                    // A second Ctrl-C: the person at the terminal does not want to wait.
                     warn!("{sig} again while stopping: killing the workers now");
                     self.kill_all();
-                } else {
-                    self.stop(sig);
                 }
-            }
+                // Already draining; tools such as timeout(1) send SIGTERM more than once.
+                Phase::Stopping { .. } => {}
+                _ => self.stop(sig),
+            },
             other => info!("ignoring {other}"),
         }
     }

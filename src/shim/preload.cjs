@@ -18,7 +18,14 @@ const net = require('net');
 
 const FIRST_FD = 3;
 const fdCount = Number(process.env.NODEAPP_LISTEN_FDS) || 0;
+let names = [];
+try {
+  names = JSON.parse(process.env.NODEAPP_LISTEN_NAMES || '[]');
+} catch (_) {
+  // Without names only server.address() on unix sockets is poorer; nothing else needs them.
+}
 delete process.env.NODEAPP_LISTEN_FDS;
+delete process.env.NODEAPP_LISTEN_NAMES;
 
 const originalListen = net.Server.prototype.listen;
 const forwarders = new Set();
@@ -43,6 +50,14 @@ net.Server.prototype.listen = function listen(...args) {
   primary = this;
   const callback = typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
   adopt(this);
+  // Node cannot name a unix socket opened from an fd, so address() would return null and
+  // frameworks that log it (Fastify) would crash. TCP sockets name themselves.
+  const path = names[0];
+  if (typeof path === 'string' && path.startsWith('/')) {
+    this.address = function address() {
+      return this.listening ? path : null;
+    };
+  }
 
   let pending = fdCount;
   const onListening = () => {

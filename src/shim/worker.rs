@@ -27,6 +27,8 @@ pub struct WorkerSpec {
     pub env: BTreeMap<String, String>,
     /// Connect each worker's stdout/stderr to journald itself (under systemd).
     pub journal: bool,
+    /// What each listening socket is bound to (see `Listeners::names`), as JSON.
+    pub listen_names: String,
 }
 
 /// Variables of the shim's own environment that describe the shim, not the worker.
@@ -92,6 +94,7 @@ pub fn spawn(spec: &WorkerSpec, slot: usize, listeners: &[OwnedFd]) -> io::Resul
     cmd.envs(&spec.env)
         .env("NODE_APP_INSTANCE", slot.to_string())
         .env("NODEAPP_LISTEN_FDS", listeners.len().to_string())
+        .env("NODEAPP_LISTEN_NAMES", &spec.listen_names)
         .env("NODE_CHANNEL_FD", channel_fd.to_string())
         .env("NODE_CHANNEL_SERIALIZATION_MODE", "json");
 
