@@ -3,7 +3,7 @@
 //! vanishes when the host is dropped; the host is ended by killing its PID 1 by PID.
 
 use super::{children, wait_until};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -50,9 +50,18 @@ impl Host {
             unshare,
         };
         let pid = host.unshare.id();
+        // Until boot.sh has exec'd unshare, its children are its own short-lived commands.
+        let is_unshare = || {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "unshare")
+        };
         assert!(
             wait_until(Duration::from_secs(20), || {
-                host.init = children(pid).first().copied().unwrap_or(0);
+                host.init = if is_unshare() {
+                    children(pid).first().copied().unwrap_or(0)
+                } else {
+                    0
+                };
                 host.init != 0
             }),
             "host {}: systemd did not start",
@@ -128,18 +137,38 @@ impl Drop for Host {
         let _ = self.unshare.wait();
         // The host's cgroups, deepest first, once the kernel has emptied them.
         let name = self.name.clone();
-        wait_until(Duration::from_secs(10), || {
-            let script = format!(
-                "for h in /sys/fs/cgroup/*/nodeapp-hosts/{name} /sys/fs/cgroup/nodeapp-hosts/{name}; do \
-                   [ -d \"$h\" ] && find \"$h\" -depth -type d -exec rmdir {{}} + 2>/dev/null; \
-                 done; ! ls -d /sys/fs/cgroup/*/nodeapp-hosts/{name} /sys/fs/cgroup/nodeapp-hosts/{name} 2>/dev/null"
-            );
-            Command::new("/bin/sh")
-                .args(["-c", &script])
-                .status()
-                .is_ok_and(|s| s.success())
-        });
+        let gone = wait_until(Duration::from_secs(10), || remove_cgroups(&name));
+        if !gone {
+            eprintln!("warning: host {name}: cgroups left under /sys/fs/cgroup/*/nodeapp-hosts/");
+        }
     }
+}
+
+/// Removes the host's cgroup in every hierarchy; true when none is left.
+fn remove_cgroups(name: &str) -> bool {
+    fn remove_tree(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_tree(&e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(entries.flatten().map(|e| e.path()));
+    }
+    let mut left = false;
+    for root in roots {
+        let dir = root.join("nodeapp-hosts").join(name);
+        if dir.exists() {
+            remove_tree(&dir);
+            left |= dir.exists();
+        }
+    }
+    !left
 }
 
 pub trait OutputText {
