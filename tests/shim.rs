@@ -280,3 +280,41 @@ fn an_invalid_config_stops_the_shim_with_the_config_exit_code() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("api.toml:2:7"));
 }
+
+#[test]
+fn a_worker_is_replaced_even_when_the_parent_left_sigchld_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let cfg = app_config(
+        dir.path(),
+        "api",
+        &[sock.display().to_string()],
+        "instances = 1",
+    );
+    let mut cmd = Command::new(NODEAPP);
+    cmd.arg("run").arg(&cfg).stderr(Stdio::null());
+    // SAFETY: only sets a signal disposition between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            nix::sys::signal::signal(
+                nix::sys::signal::SIGCHLD,
+                nix::sys::signal::SigHandler::SigIgn,
+            )
+            .map(|_| ())
+            .map_err(std::io::Error::from)
+        });
+    }
+    let mut run = Proc::spawn(&mut cmd);
+    wait_serving(&sock);
+    let first = node_children(&mut run, 1)[0];
+    signal(first, SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let now = run.track_children();
+            now.len() == 1 && now[0] != first
+        }),
+        "the killed worker was not replaced"
+    );
+    wait_serving(&sock);
+}

@@ -1,6 +1,6 @@
 //! Signals arrive as readable events on one fd in the main loop, never in a handler.
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::io;
 
@@ -17,6 +17,11 @@ pub const HANDLED: &[Signal] = &[
 pub fn block_and_open() -> io::Result<SignalFd> {
     let mut mask = SigSet::empty();
     for &sig in HANDLED {
+        // A parent may leave any of these ignored, and an ignored SIGCHLD makes the kernel
+        // reap workers itself: the shim would never learn that one died. Workers would
+        // also inherit an ignored SIGINT/SIGTERM across exec.
+        // SAFETY: no handler is installed; SIG_DFL is always a valid disposition.
+        unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) }?;
         mask.add(sig);
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
