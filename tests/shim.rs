@@ -36,6 +36,33 @@ fn node_children(p: &mut Proc, n: usize) -> Vec<u32> {
     kids
 }
 
+/// The fixture app under `nodeapp run` on one unix socket, once it serves.
+struct Served {
+    _dir: tempfile::TempDir,
+    sock: std::path::PathBuf,
+    run: Proc,
+}
+
+fn nodeapp_run(cfg: &Path) -> Command {
+    let mut cmd = Command::new(NODEAPP);
+    cmd.arg("run").arg(cfg).stderr(Stdio::null());
+    cmd
+}
+
+/// Writes a config with `extra` lines, starts `command(config)`, waits until it serves.
+fn serve(extra: &str, command: impl FnOnce(&Path) -> Command) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let cfg = app_config(dir.path(), "api", &[sock.display().to_string()], extra);
+    let run = Proc::spawn(&mut command(&cfg));
+    wait_serving(&sock);
+    Served {
+        _dir: dir,
+        sock,
+        run,
+    }
+}
+
 #[test]
 fn workers_serve_on_the_socket_passed_the_way_systemd_passes_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -86,21 +113,11 @@ fn workers_serve_on_the_socket_passed_the_way_systemd_passes_it() {
 
 #[test]
 fn a_killed_worker_is_replaced_and_ctrl_c_drains_and_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("api.sock");
-    let cfg = app_config(
-        dir.path(),
-        "api",
-        &[sock.display().to_string()],
-        "instances = 2",
-    );
-    let mut run = Proc::spawn(
-        Command::new(NODEAPP)
-            .arg("run")
-            .arg(&cfg)
-            .stderr(Stdio::null()),
-    );
-    wait_serving(&sock);
+    let Served {
+        _dir,
+        sock,
+        mut run,
+    } = serve("instances = 2", nodeapp_run);
     let before = node_children(&mut run, 2);
 
     signal(before[0], SIGKILL);
@@ -129,21 +146,11 @@ fn a_killed_worker_is_replaced_and_ctrl_c_drains_and_exits_0() {
 
 #[test]
 fn a_request_in_flight_at_stop_is_answered_and_told_to_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("api.sock");
-    let cfg = app_config(
-        dir.path(),
-        "api",
-        &[sock.display().to_string()],
-        "instances = 1",
-    );
-    let mut run = Proc::spawn(
-        Command::new(NODEAPP)
-            .arg("run")
-            .arg(&cfg)
-            .stderr(Stdio::null()),
-    );
-    wait_serving(&sock);
+    let Served {
+        _dir,
+        sock,
+        mut run,
+    } = serve("instances = 1", nodeapp_run);
     run.track_children();
 
     let stream = UnixStream::connect(&sock).unwrap();
@@ -179,23 +186,15 @@ fn a_request_in_flight_at_stop_is_answered_and_told_to_close() {
 
 #[test]
 fn max_instances_follows_the_cpu_affinity_mask() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("api.sock");
-    let cfg = app_config(
-        dir.path(),
-        "api",
-        &[sock.display().to_string()],
-        "instances = \"max\"",
-    );
     // One CPU allowed, whatever the machine has: one worker.
-    let mut run = Proc::spawn(
-        Command::new("taskset")
-            .args(["-c", "0", NODEAPP, "run"])
-            .arg(&cfg)
-            .stderr(Stdio::null()),
-    );
-    wait_serving(&sock);
-    node_children(&mut run, 1);
+    let mut app = serve("instances = \"max\"", |cfg| {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "0", NODEAPP, "run"])
+            .arg(cfg)
+            .stderr(Stdio::null());
+        cmd
+    });
+    node_children(&mut app.run, 1);
 }
 
 #[test]
@@ -283,30 +282,24 @@ fn an_invalid_config_stops_the_shim_with_the_config_exit_code() {
 
 #[test]
 fn a_worker_is_replaced_even_when_the_parent_left_sigchld_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("api.sock");
-    let cfg = app_config(
-        dir.path(),
-        "api",
-        &[sock.display().to_string()],
-        "instances = 1",
-    );
-    let mut cmd = Command::new(NODEAPP);
-    cmd.arg("run").arg(&cfg).stderr(Stdio::null());
-    // SAFETY: only sets a signal disposition between fork and exec.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            nix::sys::signal::signal(
-                nix::sys::signal::SIGCHLD,
-                nix::sys::signal::SigHandler::SigIgn,
-            )
-            .map(|_| ())
-            .map_err(std::io::Error::from)
-        });
-    }
-    let mut run = Proc::spawn(&mut cmd);
-    wait_serving(&sock);
+    let Served {
+        _dir,
+        sock,
+        mut run,
+    } = serve("instances = 1", |cfg| {
+        let mut cmd = nodeapp_run(cfg);
+        // SAFETY: only sets a signal disposition between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                use nix::sys::signal::{signal, SigHandler, SIGCHLD};
+                signal(SIGCHLD, SigHandler::SigIgn)
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        cmd
+    });
     let first = node_children(&mut run, 1)[0];
     signal(first, SIGKILL);
     assert!(
