@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Ok(outcome) => {
             for errors in &outcome.skipped {
                 for e in &errors.0 {
-                    log(3, &format!("skipping {}: {e}", e.path.display()));
+                    log(3, &format!("{e} (app skipped)"));
                 }
             }
             ExitCode::SUCCESS
