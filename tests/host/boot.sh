@@ -5,6 +5,10 @@
 #   boot.sh NAME      run by the test harness; ends up as `unshare`, whose child is PID 1
 #   boot.sh --init    run by unshare inside the namespaces; ends up as systemd
 #
+# NODEAPP_HOST_SHARE: colon-separated paths to bind read-only into the host at the same
+# path. The host gets fresh /tmp and /run, so a checkout under them (a CI clone in /tmp)
+# would otherwise not be visible inside.
+#
 # Each host gets its own sub-cgroup in every hierarchy before `unshare --cgroup`, so hosts
 # that run at the same time do not share cgroup accounting or limits.
 set -euo pipefail
@@ -51,6 +55,13 @@ while read -r _ mnt fstype opts _; do
 done < <(grep -E ' /sys/fs/cgroup' /proc/mounts)
 mount -t tmpfs -o mode=755 tmpfs "$root/run"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+IFS=: read -r -a shares <<< "${NODEAPP_HOST_SHARE:-}"
+for share in "${shares[@]}"; do
+    [ -n "$share" ] || continue
+    mkdir -p "$root$share"
+    mount --bind "$share" "$root$share"
+    mount -o remount,bind,ro "$root$share"
+done
 
 mkdir -p "$root/oldroot"
 cd "$root"

@@ -40,6 +40,9 @@ impl Host {
         let unshare = Command::new("/bin/bash")
             .arg(BOOT)
             .arg(&name)
+            // The checkout (the .deb under test, the fixture app) may be under /tmp, which
+            // the host replaces with its own.
+            .env("NODEAPP_HOST_SHARE", env!("CARGO_MANIFEST_DIR"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
