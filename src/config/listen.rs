@@ -57,13 +57,6 @@ impl ListenAddr {
             )),
         }
     }
-
-    pub fn port(&self) -> Option<u16> {
-        match self {
-            ListenAddr::Tcp(a) => Some(a.port()),
-            ListenAddr::Unix(_) => None,
-        }
-    }
 }
 
 impl fmt::Display for ListenAddr {
@@ -87,7 +80,10 @@ mod tests {
             "0.0.0.0:3000"
         );
         assert_eq!(ListenAddr::parse("[::]:80").unwrap().to_string(), "[::]:80");
-        assert_eq!(ListenAddr::parse("[::1]:8080").unwrap().port(), Some(8080));
+        assert_eq!(
+            ListenAddr::parse("[::1]:8080").unwrap().to_string(),
+            "[::1]:8080"
+        );
         assert_eq!(
             ListenAddr::parse("/run/api.sock").unwrap(),
             ListenAddr::Unix("/run/api.sock".into())

@@ -5,7 +5,6 @@
 pub mod host;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -75,12 +74,6 @@ fn body_of_ok(r: Response) -> std::io::Result<String> {
 
 pub fn get_unix(path: &Path) -> std::io::Result<String> {
     let s = UnixStream::connect(path)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    body_of_ok(request(s, "/")?)
-}
-
-pub fn get_tcp(addr: &str) -> std::io::Result<String> {
-    let s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     body_of_ok(request(s, "/")?)
 }
