@@ -46,25 +46,19 @@ pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
         Instances::Count(n) => n,
         Instances::Max => crate::cpus::available(),
     };
-    let spec = WorkerSpec {
-        app: config.name.clone(),
-        node: config.node.clone(),
-        node_args: config.node_args.clone(),
-        preload: preload_path()?,
-        script: config.script.clone(),
-        args: config.args.clone(),
-        cwd: config.cwd.clone(),
-        env: config.env.clone(),
-        journal: crate::logging::stderr_is_journal(),
-        listen_names: serde_json::to_string(&listeners.names()).expect("strings serialize"),
-    };
-    if !spec.cwd.is_dir() {
+    if !config.cwd.is_dir() {
         return Err(io::Error::other(format!(
             "cwd {} is not a directory (set in {})",
-            spec.cwd.display(),
+            config.cwd.display(),
             config.path.display()
         )));
     }
+    let spec = WorkerSpec {
+        config: config.clone(),
+        preload: preload_path()?,
+        journal: crate::logging::stderr_is_journal(),
+        listen_names: serde_json::to_string(&listeners.names()).expect("strings serialize"),
+    };
     let supervisor = Supervisor {
         spec,
         listeners,
@@ -129,9 +123,9 @@ impl Supervisor {
         info!(
             "starting {} workers of {}: {} {}",
             self.slots.len(),
-            self.spec.app,
-            self.spec.node.display(),
-            self.spec.script.display()
+            self.spec.config.name,
+            self.spec.config.node.display(),
+            self.spec.config.script.display()
         );
         loop {
             self.kill_overdue_workers();

@@ -2,10 +2,10 @@
 //! sockets as fds 3.. and talks to the shim over Node's own IPC channel.
 
 use super::journal::JournalStreams;
+use crate::config::Config;
 use nix::libc;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -14,17 +14,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// What every worker of an app runs.
+/// What every worker of an app runs: the app's config, and what the shim adds to it.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
-    pub app: String,
-    pub node: PathBuf,
-    pub node_args: Vec<String>,
+    pub config: Config,
     pub preload: PathBuf,
-    pub script: PathBuf,
-    pub args: Vec<String>,
-    pub cwd: PathBuf,
-    pub env: BTreeMap<String, String>,
     /// Connect each worker's stdout/stderr to journald itself (under systemd).
     pub journal: bool,
     /// What each listening socket is bound to (see `Listeners::names`), as JSON.
@@ -73,17 +67,17 @@ pub fn spawn(spec: &WorkerSpec, slot: usize, listeners: &[OwnedFd]) -> io::Resul
     let channel_fd = 3 + listeners.len();
     let journal = spec
         .journal
-        .then(|| JournalStreams::new(&format!("{}/{slot}", spec.app)))
+        .then(|| JournalStreams::new(&format!("{}/{slot}", spec.config.name)))
         .flatten();
     let parent = nix::unistd::getpid();
 
-    let mut cmd = Command::new(&spec.node);
-    cmd.args(&spec.node_args)
+    let mut cmd = Command::new(&spec.config.node);
+    cmd.args(&spec.config.node_args)
         .arg("--require")
         .arg(&spec.preload)
-        .arg(&spec.script)
-        .args(&spec.args)
-        .current_dir(&spec.cwd)
+        .arg(&spec.config.script)
+        .args(&spec.config.args)
+        .current_dir(&spec.config.cwd)
         .stdin(Stdio::null())
         // Its own process group: a Ctrl-C at the terminal reaches the shim alone, which
         // then drains the workers instead of them dying mid-request.
@@ -91,7 +85,7 @@ pub fn spawn(spec: &WorkerSpec, slot: usize, listeners: &[OwnedFd]) -> io::Resul
     for var in NOT_INHERITED {
         cmd.env_remove(var);
     }
-    cmd.envs(&spec.env)
+    cmd.envs(&spec.config.env)
         .env("NODE_APP_INSTANCE", slot.to_string())
         .env("NODEAPP_LISTEN_FDS", listeners.len().to_string())
         .env("NODEAPP_LISTEN_NAMES", &spec.listen_names)
@@ -119,7 +113,7 @@ pub fn spawn(spec: &WorkerSpec, slot: usize, listeners: &[OwnedFd]) -> io::Resul
     let child = cmd.spawn().map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!("cannot start {}: {e}", spec.node.display()),
+            format!("cannot start {}: {e}", spec.config.node.display()),
         )
     })?;
     drop(theirs);
