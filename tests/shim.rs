@@ -36,6 +36,17 @@ fn node_children(p: &mut Proc, n: usize) -> Vec<u32> {
     kids
 }
 
+/// The shim (or `nodeapp run`) exits 0 after draining, and none of `workers` is left.
+fn assert_exits_0(shim: &mut Proc, workers: &[u32]) {
+    let status = shim
+        .wait_timeout(Duration::from_secs(15))
+        .expect("exits after draining");
+    assert!(status.success(), "{status}");
+    for &w in workers {
+        assert!(!alive(w), "worker {w} outlived the shim");
+    }
+}
+
 /// The fixture app under `nodeapp run` on one unix socket, once it serves.
 struct Served {
     _dir: tempfile::TempDir,
@@ -102,13 +113,7 @@ fn workers_serve_on_the_socket_passed_the_way_systemd_passes_it() {
     }
 
     signal(shim, SIGTERM);
-    let status = activator
-        .wait_timeout(Duration::from_secs(15))
-        .expect("shim exits");
-    assert!(status.success(), "{status}");
-    for w in workers {
-        assert!(!alive(w), "worker {w} outlived the shim");
-    }
+    assert_exits_0(&mut activator, &workers.into_iter().collect::<Vec<_>>());
 }
 
 #[test]
@@ -134,13 +139,7 @@ fn a_killed_worker_is_replaced_and_ctrl_c_drains_and_exits_0() {
     wait_serving(&sock);
 
     signal(run.pid, SIGINT);
-    let status = run
-        .wait_timeout(Duration::from_secs(15))
-        .expect("nodeapp run exits");
-    assert!(status.success(), "{status}");
-    for w in after {
-        assert!(!alive(w), "worker {w} left behind");
-    }
+    assert_exits_0(&mut run, &after);
     assert!(!sock.exists(), "the socket file it bound is removed");
 }
 
@@ -178,10 +177,7 @@ fn a_request_in_flight_at_stop_is_answered_and_told_to_close() {
         "a draining worker tells keep-alive clients to go: {}",
         response.head
     );
-    let status = run
-        .wait_timeout(Duration::from_secs(15))
-        .expect("exits after the drain");
-    assert!(status.success(), "{status}");
+    assert_exits_0(&mut run, &[]);
 }
 
 #[test]
@@ -224,11 +220,7 @@ fn every_listen_address_is_served_by_the_apps_one_server() {
             "{form}: same worker"
         );
         signal(run.pid, SIGTERM);
-        assert!(
-            run.wait_timeout(Duration::from_secs(15))
-                .is_some_and(|s| s.success()),
-            "{form}"
-        );
+        assert_exits_0(&mut run, &[]);
     }
 }
 
