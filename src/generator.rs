@@ -6,10 +6,14 @@
 //! one is skipped with its reason, the good ones are still written. `nodeapp check` and
 //! `nodeapp render` run this same code.
 
-use crate::config::{self, Config, ConfigErrors};
+use crate::config::{self, Config, ConfigErrors, Instances};
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// systemd's own timeouts are backstops behind the shim's: they leave it this much more.
+const SYSTEMD_MARGIN: Duration = Duration::from_secs(30);
 
 /// Name of the drop-in file written for each unit. Admin drop-ins in
 /// `/etc/systemd/system/nodeapp@<name>.service.d/` whose names sort after it override it.
@@ -44,7 +48,26 @@ pub fn render(config: &Config) -> Rendered {
     if let Some(user) = &config.user {
         let _ = writeln!(service, "User={}", escape(user));
     }
+    // Start and reload are both bounded by TimeoutStartSec=. A reload starts the new
+    // workers one at a time, each within ready_timeout; the shim fails it before then.
+    let slots = match config.instances {
+        Instances::Count(n) => n,
+        Instances::Max => crate::cpus::available(),
+    };
+    let start = config.ready_timeout.saturating_mul(slots as u32) + SYSTEMD_MARGIN;
+    let stop = config.stop_timeout + SYSTEMD_MARGIN;
+    let _ = writeln!(service, "TimeoutStartSec={}", seconds(start));
+    let _ = writeln!(service, "TimeoutStopSec={}", seconds(stop));
     Rendered { socket, service }
+}
+
+/// A duration as systemd reads it: whole seconds, or milliseconds.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 /// Escapes `%` so that systemd does not read it as a specifier.
@@ -139,6 +162,19 @@ mod tests {
             "{}",
             r.service
         );
+    }
+
+    #[test]
+    fn systemd_timeouts_leave_room_for_the_shims_own() {
+        let text = API.replace(
+            "user = \"www-data\"\n",
+            "instances = 4\nready_timeout = \"2500ms\"\nstop_timeout = \"1m\"\n",
+        );
+        let cfg = config::parse(Path::new("/etc/nodeapp/api.toml"), text.as_bytes()).unwrap();
+        let service = render(&cfg).service;
+        // Four workers replaced one by one, each given 2.5 s, plus the margin.
+        assert!(service.contains("TimeoutStartSec=40s\n"), "{service}");
+        assert!(service.contains("TimeoutStopSec=90s\n"), "{service}");
     }
 
     #[test]

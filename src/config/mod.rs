@@ -6,14 +6,19 @@
 
 mod error;
 mod listen;
+mod values;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use listen::ListenAddr;
+pub use values::{format_duration, parse_duration};
 
 use error::{at_offset, whole_file, Reporter};
+use nix::sys::signal::Signal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
 
 /// Where configs live for unit `nodeapp@<name>`; tests and packagers may point elsewhere.
@@ -42,7 +47,21 @@ pub struct Config {
     /// `None`: the package's unprivileged `nodeapp` user.
     pub user: Option<String>,
     pub env: BTreeMap<String, String>,
+    /// How long a new worker has to become ready before it is killed (and a reload fails).
+    pub ready_timeout: Duration,
+    /// Wait for the app's `process.send('ready')` rather than for its sockets to listen.
+    pub wait_ready: bool,
+    /// How long a draining worker has before it is killed.
+    pub stop_timeout: Duration,
+    /// What a worker is sent to make it drain.
+    pub stop_signal: Signal,
 }
+
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const READY_TIMEOUTS: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(3600);
+const STOP_TIMEOUTS: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Instances {
@@ -80,6 +99,11 @@ struct RawConfig {
     user: Option<Spanned<String>>,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    ready_timeout: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    wait_ready: bool,
+    stop_timeout: Option<Spanned<toml::Value>>,
+    stop_signal: Option<Spanned<String>>,
 }
 
 /// Reads and validates the config at `path`.
@@ -253,6 +277,60 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
         env.insert(key.into_inner(), text);
     }
 
+    let mut duration = |value: Option<Spanned<toml::Value>>,
+                        key: &str,
+                        default: Duration,
+                        range: RangeInclusive<Duration>| {
+        let Some(value) = value else { return default };
+        let parsed = match value.get_ref() {
+            toml::Value::String(s) => parse_duration(s),
+            other => Err(format!(
+                "is {}; write a duration as a string, e.g. \"{}\"",
+                describe(other),
+                format_duration(default)
+            )),
+        };
+        match parsed {
+            Ok(d) if range.contains(&d) => d,
+            Ok(d) => {
+                report.at(
+                    value.span(),
+                    key,
+                    format!(
+                        "{} is out of range; use {} to {}",
+                        format_duration(d),
+                        format_duration(*range.start()),
+                        format_duration(*range.end())
+                    ),
+                );
+                default
+            }
+            Err(why) => {
+                report.at(value.span(), key, why);
+                default
+            }
+        }
+    };
+    let ready_timeout = duration(
+        raw.ready_timeout,
+        "ready_timeout",
+        DEFAULT_READY_TIMEOUT,
+        READY_TIMEOUTS,
+    );
+    let stop_timeout = duration(
+        raw.stop_timeout,
+        "stop_timeout",
+        DEFAULT_STOP_TIMEOUT,
+        STOP_TIMEOUTS,
+    );
+    let stop_signal = match raw.stop_signal {
+        None => Signal::SIGTERM,
+        Some(s) => values::parse_stop_signal(s.get_ref()).unwrap_or_else(|why| {
+            report.at(s.span(), "stop_signal", why);
+            Signal::SIGTERM
+        }),
+    };
+
     report.finish()?;
     Ok(Config {
         name,
@@ -266,6 +344,10 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
         args: raw.args,
         user,
         env,
+        ready_timeout,
+        wait_ready: raw.wait_ready,
+        stop_timeout,
+        stop_signal,
     })
 }
 

@@ -259,3 +259,46 @@ fn a_missing_or_unrunnable_node_is_an_error_at_its_key() {
         e[0]
     );
 }
+
+#[test]
+fn timeouts_and_the_stop_signal_have_defaults_and_limits() {
+    let base = "script = \"a.js\"\ncwd = \"/srv/a\"\nlisten = [\"127.0.0.1:8080\"]\n";
+    let c = parse_str(base).unwrap();
+    assert_eq!(c.ready_timeout, DEFAULT_READY_TIMEOUT);
+    assert_eq!(c.stop_timeout, DEFAULT_STOP_TIMEOUT);
+    assert_eq!(c.stop_signal, Signal::SIGTERM);
+    assert!(!c.wait_ready);
+
+    let c = parse_str(&format!(
+        "{base}ready_timeout = \"5s\"\nstop_timeout = \"1m30s\"\nstop_signal = \"SIGINT\"\n\
+         wait_ready = true\n"
+    ))
+    .unwrap();
+    assert_eq!(c.ready_timeout, Duration::from_secs(5));
+    assert_eq!(c.stop_timeout, Duration::from_secs(90));
+    assert_eq!(c.stop_signal, Signal::SIGINT);
+    assert!(c.wait_ready);
+
+    let e = errors(&format!(
+        "{base}ready_timeout = 5\nstop_timeout = \"2 days\"\nstop_signal = \"KILL\"\n"
+    ));
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].contains(":4:17: `ready_timeout`: is 5; write a duration as a string, e.g. \"30s\""),
+        "{e:?}"
+    );
+    assert!(
+        e[1].contains(":5:16: `stop_timeout`: \"2 days\" is not a duration"),
+        "{e:?}"
+    );
+    assert!(
+        e[2].contains(":6:15: `stop_signal`: \"KILL\" is not a stop signal; use one of SIGTERM"),
+        "{e:?}"
+    );
+
+    let e = errors(&format!("{base}ready_timeout = \"10ms\"\n"));
+    assert!(
+        e[0].contains("10ms is out of range; use 100ms to 1h"),
+        "{e:?}"
+    );
+}

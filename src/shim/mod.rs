@@ -1,15 +1,18 @@
 //! The shim: the service's main process. It starts one plain `node` worker per slot on the
-//! listening sockets, keeps that many running, tells systemd the truth about them, and
-//! drains them on stop.
+//! listening sockets, keeps that many running, replaces them all on reload, tells systemd
+//! the truth about them, and drains them on stop.
 //!
-//! One thread and one loop: `poll` over a signalfd and one channel per worker, with a
-//! single deadline for every timer. Each turn handles what arrived, then converges the
-//! running workers towards the wanted ones, then reports. It never relays request bytes
-//! or log lines: workers hold the sockets and write to journald themselves.
+//! One thread and one loop: `poll` over a signalfd, the control socket and one channel per
+//! worker, with a single deadline for every timer. Each turn handles what arrived, then
+//! enforces deadlines, refills empty slots, moves a reload on by one step, and reports. It
+//! never relays request bytes or log lines: workers hold the sockets and write to journald
+//! themselves.
 
+pub mod control;
 mod journal;
 pub mod listeners;
 mod notify;
+mod reload;
 mod signals;
 mod worker;
 
@@ -23,18 +26,18 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use notify::Notifier;
+use reload::Reload;
+use serde_json::json;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
-use worker::{Message, Worker};
+use worker::{Message, Role, Worker};
 
 /// How long a replaced worker's slot stays empty; crash-loop backoff builds on this.
 const RESPAWN_DELAY: Duration = Duration::from_millis(500);
-/// How long workers get to drain on stop before they are killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the preload is installed; `NODEAPP_PRELOAD` overrides it.
 const INSTALLED_PRELOAD: &str = "/usr/lib/nodeapp/preload.cjs";
@@ -42,17 +45,12 @@ const INSTALLED_PRELOAD: &str = "/usr/lib/nodeapp/preload.cjs";
 /// Runs the app described by `config` on `listeners` until told to stop.
 pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
     let signals = signals::block_and_open()?;
-    let wanted = match config.instances {
-        Instances::Count(n) => n,
-        Instances::Max => crate::cpus::available(),
+    let wanted = wanted_workers(config);
+    check_cwd(config).map_err(io::Error::other)?;
+    let control = match control::runtime_dir() {
+        Some(dir) => Some(control::Server::open(&dir)?),
+        None => None,
     };
-    if !config.cwd.is_dir() {
-        return Err(io::Error::other(format!(
-            "cwd {} is not a directory (set in {})",
-            config.cwd.display(),
-            config.path.display()
-        )));
-    }
     let spec = WorkerSpec {
         config: config.clone(),
         preload: preload_path()?,
@@ -62,12 +60,37 @@ pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
     let supervisor = Supervisor {
         spec,
         listeners,
-        slots: (0..wanted).map(|_| Slot::default()).collect(),
+        wanted,
+        workers: Vec::new(),
+        respawn_at: vec![None; wanted],
         signals,
+        control,
         notifier: Notifier::from_env(),
         phase: Phase::Starting,
+        reload: None,
+        queued_reload: None,
+        reload_failure: None,
     };
     Ok(supervisor.run())
+}
+
+fn wanted_workers(config: &Config) -> usize {
+    match config.instances {
+        Instances::Count(n) => n,
+        Instances::Max => crate::cpus::available(),
+    }
+}
+
+fn check_cwd(config: &Config) -> Result<(), String> {
+    if config.cwd.is_dir() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cwd {} is not a directory (set in {})",
+            config.cwd.display(),
+            config.path.display()
+        ))
+    }
 }
 
 /// The preload every worker loads with `--require`.
@@ -92,46 +115,58 @@ fn preload_path() -> io::Result<PathBuf> {
     })
 }
 
-#[derive(Default)]
-struct Slot {
-    worker: Option<Worker>,
-    /// When an empty slot gets a new worker; `None` means now.
-    respawn_at: Option<Instant>,
-}
-
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Until every slot has had a listening worker: then `READY=1`.
+    /// Until every slot has had a ready worker: then `READY=1`.
     Starting,
     Running,
-    /// Workers were told to drain; whatever is left at `kill_at` is killed.
-    Stopping {
-        kill_at: Option<Instant>,
-    },
+    /// Every worker was told to drain; the shim exits when the last one has.
+    Stopping,
 }
 
 struct Supervisor {
+    /// What new workers run; a reload replaces it once it has succeeded.
     spec: WorkerSpec,
     listeners: Listeners,
-    slots: Vec<Slot>,
+    /// How many slots there are; slot `i` runs with `NODE_APP_INSTANCE=i`.
+    wanted: usize,
+    /// Every child still running or not yet reaped, whatever its role.
+    workers: Vec<Worker>,
+    /// Per slot: when an empty slot gets a new worker; `None` means now.
+    respawn_at: Vec<Option<Instant>>,
     signals: SignalFd,
+    control: Option<control::Server>,
     notifier: Notifier,
     phase: Phase,
+    reload: Option<Reload>,
+    /// Reloads asked for while one ran or while starting; they run next, as one.
+    queued_reload: Option<Vec<control::Client>>,
+    /// Why the last reload failed, until one succeeds; shown in the status.
+    reload_failure: Option<String>,
+}
+
+/// What woke `poll`.
+enum Source {
+    Signals,
+    Control,
+    Worker(Pid),
 }
 
 impl Supervisor {
     fn run(mut self) -> ExitCode {
         info!(
             "starting {} workers of {}: {} {}",
-            self.slots.len(),
+            self.wanted,
             self.spec.config.name,
             self.spec.config.node.display(),
             self.spec.config.script.display()
         );
         loop {
-            self.kill_overdue_workers();
-            self.manage_workers();
+            self.enforce_deadlines();
+            self.fill_slots();
+            self.advance_reload();
             self.report();
-            if matches!(self.phase, Phase::Stopping { .. }) && self.live_workers() == 0 {
+            if self.phase == Phase::Stopping && self.workers.is_empty() {
                 break;
             }
             self.wait_and_dispatch();
@@ -140,7 +175,8 @@ impl Supervisor {
         ExitCode::SUCCESS
     }
 
-    /// Blocks until a signal, a worker message or the next deadline, and handles them.
+    /// Blocks until a signal, a control request, a worker message or the next deadline,
+    /// and handles what arrived.
     fn wait_and_dispatch(&mut self) {
         let timeout = match self.next_deadline() {
             None => PollTimeout::NONE,
@@ -151,15 +187,20 @@ impl Supervisor {
                     .unwrap_or(PollTimeout::MAX)
             }
         };
-        let (signal_ready, channels_ready) = {
-            let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
-            let mut owners = Vec::new();
-            for (i, slot) in self.slots.iter().enumerate() {
-                if let Some(fd) = slot.worker.as_ref().and_then(Worker::channel) {
-                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                    owners.push(i);
+        let woken: Vec<Source> = {
+            let mut sources = vec![(Source::Signals, self.signals.as_fd())];
+            if let Some(control) = &self.control {
+                sources.extend(control.fds().map(|fd| (Source::Control, fd)));
+            }
+            for w in &self.workers {
+                if let Some(fd) = w.channel() {
+                    sources.push((Source::Worker(w.pid), fd));
                 }
             }
+            let mut fds: Vec<PollFd> = sources
+                .iter()
+                .map(|(_, fd): &(Source, BorrowedFd)| PollFd::new(*fd, PollFlags::POLLIN))
+                .collect();
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => return,
@@ -170,69 +211,89 @@ impl Supervisor {
                     return;
                 }
             }
-            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-            let channels: Vec<usize> = owners
-                .into_iter()
-                .zip(&fds[1..])
-                .filter(|(_, fd)| ready(fd))
-                .map(|(i, _)| i)
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
                 .collect();
-            (ready(&fds[0]), channels)
+            sources
+                .into_iter()
+                .zip(ready)
+                .filter(|(_, ready)| *ready)
+                .map(|((source, _), _)| source)
+                .collect()
         };
-        if signal_ready {
-            for sig in signals::drain(&self.signals) {
-                self.handle_signal(sig);
+        let mut control_ready = false;
+        for source in woken {
+            match source {
+                Source::Signals => {
+                    for sig in signals::drain(&self.signals) {
+                        self.handle_signal(sig);
+                    }
+                }
+                Source::Control => control_ready = true,
+                Source::Worker(pid) => self.handle_messages(pid),
             }
         }
-        for i in channels_ready {
-            self.handle_messages(i);
+        if control_ready || self.control.as_ref().and_then(|c| c.deadline()).is_some() {
+            self.handle_control();
         }
     }
 
     fn handle_signal(&mut self, sig: Signal) {
         match sig {
             Signal::SIGCHLD => self.reap_workers(),
+            Signal::SIGHUP => self.request_reload(None),
             Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => match self.phase {
-                Phase::Stopping { .. } if sig == Signal::SIGINT => {
+                Phase::Stopping if sig == Signal::SIGINT => {
                     // A second Ctrl-C: the person at the terminal does not want to wait.
                     warn!("{sig} again while stopping: killing the workers now");
-                    self.kill_all();
+                    self.workers.iter_mut().for_each(Worker::kill);
                 }
                 // Already draining; tools such as timeout(1) send SIGTERM more than once.
-                Phase::Stopping { .. } => {}
+                Phase::Stopping => {}
                 _ => self.stop(sig),
             },
             other => info!("ignoring {other}"),
         }
     }
 
-    fn handle_messages(&mut self, i: usize) {
-        let Some(worker) = self.slots[i].worker.as_mut() else {
+    fn handle_control(&mut self) {
+        let Some(control) = self.control.as_mut() else {
             return;
         };
-        for message in worker.read_messages() {
-            match message {
-                Message::Listening if !worker.ready => {
-                    worker.ready = true;
-                    info!(
-                        "worker {} (pid {}) listening after {} ms",
-                        worker.slot,
-                        worker.pid,
-                        worker.started.elapsed().as_millis()
-                    );
-                }
-                Message::Listening => {}
-                Message::AppReady => {
-                    info!(
-                        "worker {} (pid {}) says it is ready",
-                        worker.slot, worker.pid
-                    )
-                }
+        for (request, client) in control.requests() {
+            match request {
+                control::Request::Reload => self.request_reload(Some(client)),
+                control::Request::Status => client.reply_with(self.status_json()),
             }
         }
     }
 
-    /// Collects every exited worker; a worker that exits on its own gets a replacement.
+    fn handle_messages(&mut self, pid: Pid) {
+        let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
+            return;
+        };
+        let worker = &mut self.workers[i];
+        let mut promote = false;
+        for message in worker.read_messages() {
+            if message == Message::AppReady {
+                info!("worker {} (pid {pid}) says it is ready", worker.slot);
+            }
+            if worker.hear(&message) {
+                info!(
+                    "worker {} (pid {pid}) ready after {} ms",
+                    worker.slot,
+                    worker.started.elapsed().as_millis()
+                );
+                promote = worker.role == Role::Candidate;
+            }
+        }
+        if promote {
+            self.promote(i);
+        }
+    }
+
+    /// Collects every exited worker; a serving worker that exits gets a replacement.
     fn reap_workers(&mut self) {
         loop {
             let (pid, how) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -246,92 +307,124 @@ impl Supervisor {
                     return;
                 }
             };
-            let stopping = matches!(self.phase, Phase::Stopping { .. });
-            let Some(slot) = self
-                .slots
-                .iter_mut()
-                .find(|s| s.worker.as_ref().is_some_and(|w| w.pid == pid))
-            else {
+            let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;
             };
-            let worker = slot.worker.take().expect("matched above");
+            let worker = self.workers.swap_remove(i);
+            let slot = worker.slot;
             let uptime = worker.started.elapsed().as_secs_f64();
-            if stopping {
-                info!("worker {} (pid {pid}) {how} after draining", worker.slot);
-            } else {
-                warn!(
-                    "worker {} (pid {pid}) {how} after {uptime:.1}s; replacing it in {} ms",
-                    worker.slot,
-                    RESPAWN_DELAY.as_millis()
-                );
-                slot.respawn_at = Some(Instant::now() + RESPAWN_DELAY);
+            match worker.role {
+                Role::Draining => info!("worker {slot} (pid {pid}) {how} after draining"),
+                Role::Candidate => self.fail_reload(format!(
+                    "the new worker {slot} (pid {pid}) {how} after {uptime:.1}s, before it \
+                     was ready"
+                )),
+                Role::Serving if self.phase == Phase::Stopping => {
+                    info!("worker {slot} (pid {pid}) {how}")
+                }
+                Role::Serving => {
+                    warn!(
+                        "worker {slot} (pid {pid}) {how} after {uptime:.1}s; replacing it in {} ms",
+                        RESPAWN_DELAY.as_millis()
+                    );
+                    if let Some(at) = self.respawn_at.get_mut(slot) {
+                        *at = Some(Instant::now() + RESPAWN_DELAY);
+                    }
+                }
             }
         }
     }
 
-    /// Asks every worker to drain; they are killed if still running after the timeout.
+    /// Asks every worker to drain; each is killed if still running after `stop_timeout`.
     fn stop(&mut self, sig: Signal) {
-        let live = self.live_workers();
+        let live = self.workers.len();
         info!("{sig}: stopping {live} workers");
+        self.fail_reload("the service is stopping".into());
+        if let Some(waiters) = self.queued_reload.take() {
+            for w in waiters {
+                w.reply(false, "the service is stopping");
+            }
+        }
         self.notifier
             .stopping(&format!("stopping: draining {live} workers"));
-        self.phase = Phase::Stopping {
-            kill_at: Some(Instant::now() + STOP_TIMEOUT),
-        };
-        for w in self.workers() {
-            w.signal(Signal::SIGTERM);
-        }
+        self.phase = Phase::Stopping;
+        self.workers.iter_mut().for_each(Worker::drain);
     }
 
-    fn kill_overdue_workers(&mut self) {
-        if let Phase::Stopping { kill_at: Some(at) } = self.phase {
-            if Instant::now() >= at {
+    /// Kills workers that were not ready in time, or that drained for too long.
+    fn enforce_deadlines(&mut self) {
+        let now = Instant::now();
+        let mut failed_candidate = None;
+        for w in &mut self.workers {
+            if w.ready_deadline().is_some_and(|at| at <= now) {
+                let waited = w.ready_timeout().as_secs_f64();
+                if w.role == Role::Candidate {
+                    failed_candidate = Some(format!(
+                        "the new worker {} (pid {}) was not ready within {waited}s \
+                         (ready_timeout)",
+                        w.slot, w.pid
+                    ));
+                    w.role = Role::Draining;
+                } else {
+                    warn!(
+                        "worker {} (pid {}) not ready within {waited}s (ready_timeout): \
+                         killing it",
+                        w.slot, w.pid
+                    );
+                }
+                w.kill();
+            } else if w.drain_deadline.is_some_and(|at| at <= now) && !w.killed {
                 warn!(
-                    "workers still running {}s after SIGTERM: killing them",
-                    STOP_TIMEOUT.as_secs()
+                    "worker {} (pid {}) still running {}s after {} (stop_timeout): killing it",
+                    w.slot,
+                    w.pid,
+                    w.stop_timeout().as_secs_f64(),
+                    w.stop_signal()
                 );
-                self.kill_all();
+                w.kill();
             }
         }
-    }
-
-    fn kill_all(&mut self) {
-        for w in self.workers() {
-            w.signal(Signal::SIGKILL);
+        if let Some(why) = failed_candidate {
+            self.fail_reload(why);
         }
-        self.phase = Phase::Stopping { kill_at: None };
     }
 
     /// Starts a worker in every empty slot whose time has come.
-    fn manage_workers(&mut self) {
-        if matches!(self.phase, Phase::Stopping { .. }) {
+    fn fill_slots(&mut self) {
+        if self.phase == Phase::Stopping {
             return;
         }
         let now = Instant::now();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.worker.is_some() || slot.respawn_at.is_some_and(|at| at > now) {
+        for slot in 0..self.wanted {
+            let due = self.respawn_at[slot].map_or(true, |at| at <= now);
+            if !due || self.serving(slot).is_some() {
                 continue;
             }
-            match worker::spawn(&self.spec, i, &self.listeners.fds) {
+            // A slot that a running reload already replaced runs the new release.
+            let spec = match &self.reload {
+                Some(r) if r.replaced(slot) => &r.spec,
+                _ => &self.spec,
+            };
+            match worker::spawn(spec, slot, Role::Serving, &self.listeners.fds) {
                 Ok(w) => {
-                    info!("worker {i} started (pid {})", w.pid);
-                    slot.worker = Some(w);
-                    slot.respawn_at = None;
+                    info!("worker {slot} started (pid {})", w.pid);
+                    self.workers.push(w);
+                    self.respawn_at[slot] = None;
                 }
                 Err(e) => {
                     error!(
-                        "worker {i}: {e}; trying again in {} ms",
+                        "worker {slot}: {e}; trying again in {} ms",
                         RESPAWN_DELAY.as_millis()
                     );
-                    slot.respawn_at = Some(now + RESPAWN_DELAY);
+                    self.respawn_at[slot] = Some(now + RESPAWN_DELAY);
                 }
             }
         }
     }
 
     fn report(&mut self) {
-        let wanted = self.slots.len();
-        let ready = self.workers().filter(|w| w.ready).count();
+        let ready = self.ready_workers();
+        let wanted = self.wanted;
         match self.phase {
             Phase::Starting if ready == wanted => {
                 self.notifier
@@ -341,11 +434,18 @@ impl Supervisor {
             Phase::Starting => self
                 .notifier
                 .status(&format!("starting: {ready}/{wanted} workers ready")),
-            Phase::Running => self
-                .notifier
-                .status(&format!("{ready}/{wanted} workers ready")),
-            Phase::Stopping { .. } => {
-                let live = self.live_workers();
+            Phase::Running => {
+                let status = match (&self.reload, &self.reload_failure) {
+                    (Some(r), _) => r.status(),
+                    (None, Some(why)) => {
+                        format!("{ready}/{wanted} workers ready; last reload failed: {why}")
+                    }
+                    (None, None) => format!("{ready}/{wanted} workers ready"),
+                };
+                self.notifier.status(&status);
+            }
+            Phase::Stopping => {
+                let live = self.workers.len();
                 self.notifier
                     .status(&format!("stopping: draining {live} workers"))
             }
@@ -353,22 +453,58 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let respawn = self
-            .slots
+        let respawns = (0..self.wanted)
+            .filter(|&slot| self.phase != Phase::Stopping && self.serving(slot).is_none())
+            .filter_map(|slot| self.respawn_at[slot]);
+        let workers = self.workers.iter().filter_map(Worker::deadline);
+        let control = self.control.as_ref().and_then(|c| c.deadline());
+        respawns.chain(workers).chain(control).min()
+    }
+
+    /// The worker that holds `slot`, if any.
+    fn serving(&self, slot: usize) -> Option<&Worker> {
+        self.workers
             .iter()
-            .filter(|s| s.worker.is_none())
-            .filter_map(|s| s.respawn_at);
-        match self.phase {
-            Phase::Stopping { kill_at } => kill_at,
-            _ => respawn.min(),
-        }
+            .find(|w| w.slot == slot && w.role == Role::Serving)
     }
 
-    fn workers(&self) -> impl Iterator<Item = &Worker> {
-        self.slots.iter().filter_map(|s| s.worker.as_ref())
+    fn ready_workers(&self) -> usize {
+        (0..self.wanted)
+            .filter(|&slot| self.serving(slot).is_some_and(Worker::is_ready))
+            .count()
     }
 
-    fn live_workers(&self) -> usize {
-        self.workers().count()
+    /// What `nodeapp status` shows: the shim's own view of every worker.
+    fn status_json(&self) -> serde_json::Value {
+        let phase = match (self.phase, &self.reload) {
+            (Phase::Starting, _) => "starting",
+            (Phase::Running, Some(_)) => "reloading",
+            (Phase::Running, None) => "running",
+            (Phase::Stopping, _) => "stopping",
+        };
+        let mut workers: Vec<&Worker> = self.workers.iter().collect();
+        workers.sort_by_key(|w| (w.slot, w.started));
+        let workers: Vec<serde_json::Value> = workers
+            .into_iter()
+            .map(|w| {
+                json!({
+                    "slot": w.slot,
+                    "pid": w.pid.as_raw(),
+                    "role": format!("{:?}", w.role).to_lowercase(),
+                    "uptime_ms": w.started.elapsed().as_millis() as u64,
+                    "ready_ms": w.ready_since.map(|t| t.elapsed().as_millis() as u64),
+                })
+            })
+            .collect();
+        json!({
+            "ok": true,
+            "message": phase,
+            "app": self.spec.config.name,
+            "phase": phase,
+            "wanted": self.wanted,
+            "ready": self.ready_workers(),
+            "workers": workers,
+            "last_reload_failure": self.reload_failure,
+        })
     }
 }

@@ -39,6 +39,17 @@ impl Notifier {
         }
     }
 
+    /// `RELOADING=1` with the `MONOTONIC_USEC=` that newer systemd requires alongside it.
+    pub fn reloading(&mut self, status: &str) {
+        let mut state = vec![
+            sd_notify::NotifyState::Reloading,
+            sd_notify::NotifyState::Status(status),
+        ];
+        state.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+        self.send(&state);
+        self.last_status = status.to_string();
+    }
+
     pub fn stopping(&mut self, status: &str) {
         self.send(&[
             sd_notify::NotifyState::Stopping,

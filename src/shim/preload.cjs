@@ -8,9 +8,10 @@
 //   sockets that systemd holds;
 // - readiness goes to the shim over Node's IPC channel once those sockets are listening,
 //   and `process.send('ready')` from apps ported from PM2 passes through unchanged;
-// - SIGTERM/SIGINT drain: stop accepting, answer requests in flight with
-//   `Connection: close`, close idle keep-alive connections, exit once the last
-//   connection is gone (unless the app handles the signal itself).
+// - the stop signal (`stop_signal`, SIGTERM by default; SIGINT and SIGTERM always) drains:
+//   stop accepting, answer every request still to come on a kept-alive connection with
+//   `Connection: close`, close connections that stay idle, exit once the last connection
+//   is gone (unless the app handles the signal itself, and so decides when to exit).
 //
 // It must never throw while loading: a preload error would stop every app from starting.
 
@@ -24,14 +25,24 @@ try {
 } catch (_) {
   // Without names only server.address() on unix sockets is poorer; nothing else needs them.
 }
+const stopSignal = process.env.NODEAPP_STOP_SIGNAL || 'SIGTERM';
 delete process.env.NODEAPP_LISTEN_FDS;
 delete process.env.NODEAPP_LISTEN_NAMES;
+delete process.env.NODEAPP_STOP_SIGNAL;
+
+// While draining, a kept-alive connection is closed once it has been idle this long. Not
+// at once: a client may have sent its next request already, and closing under it would
+// fail that request. A busy client sends within milliseconds and is answered with
+// `Connection: close` instead.
+const IDLE_GRACE_MS = 1000;
 
 const originalListen = net.Server.prototype.listen;
 const forwarders = new Set();
 let primary = null;
 let draining = false;
 const inflight = new Set();
+// HTTP connections of the primary server: requests in progress, and idle since when.
+const connections = new Map();
 
 function send(message) {
   if (typeof process.send === 'function' && process.connected) {
@@ -77,8 +88,16 @@ net.Server.prototype.listen = function listen(...args) {
 };
 
 function adopt(server) {
-  // Prepended so that it runs before the app's handler and sees every request.
+  // Prepended so that they run before the app's handlers and see every request.
   server.prependListener('request', (req, res) => {
+    const conn = connections.get(req.socket);
+    if (conn) {
+      conn.busy += 1;
+      res.once('close', () => {
+        conn.busy -= 1;
+        conn.idleSince = Date.now();
+      });
+    }
     if (draining) {
       res.setHeader('Connection', 'close');
       return;
@@ -86,6 +105,21 @@ function adopt(server) {
     inflight.add(res);
     res.once('close', () => inflight.delete(res));
   });
+  if (typeof server.closeIdleConnections !== 'function') return; // not HTTP
+  server.prependListener('connection', (socket) => {
+    connections.set(socket, { busy: 0, idleSince: Date.now() });
+    socket.once('close', () => connections.delete(socket));
+  });
+}
+
+function closeIdleConnections() {
+  const now = Date.now();
+  for (const [socket, conn] of connections) {
+    // No parser: the connection was upgraded (WebSocket) and belongs to the app now.
+    if (conn.busy === 0 && socket.parser && now - conn.idleSince >= IDLE_GRACE_MS) {
+      socket.destroy();
+    }
+  }
 }
 
 function drain(signal) {
@@ -95,18 +129,24 @@ function drain(signal) {
     if (!res.headersSent) res.setHeader('Connection', 'close');
   }
   inflight.clear();
-  for (const extra of forwarders) extra.close();
-  if (primary === null || !primary.listening) {
+  const servers = [...forwarders];
+  if (primary !== null && primary.listening) servers.push(primary);
+  if (servers.length === 0) {
     finish(signal);
     return;
   }
-  primary.close(() => finish(signal));
-  if (typeof primary.closeIdleConnections === 'function') {
-    // Keep-alive connections that go idle after their last response are closed as they
-    // do so; the timer is unref'd so that it never holds the process open.
-    primary.closeIdleConnections();
-    setInterval(() => primary.closeIdleConnections(), 50).unref();
+  // Each server's close callback runs once its last connection has ended. net's close,
+  // not http's: since Node 19 http.Server#close also closes idle connections at once,
+  // racing clients that are sending their next request.
+  let open = servers.length;
+  for (const server of servers) {
+    net.Server.prototype.close.call(server, () => {
+      open -= 1;
+      if (open === 0) finish(signal);
+    });
   }
+  // Unref'd: the open connections, not the timer, keep the process alive.
+  setInterval(closeIdleConnections, 100).unref();
 }
 
 function finish(signal) {
@@ -115,8 +155,9 @@ function finish(signal) {
   process.exit(0);
 }
 
-process.on('SIGTERM', () => drain('SIGTERM'));
-process.on('SIGINT', () => drain('SIGINT'));
+for (const signal of new Set(['SIGTERM', 'SIGINT', stopSignal])) {
+  process.on(signal, () => drain(signal));
+}
 if (process.channel) {
   // The shim is gone (crashed or killed): stop like on SIGTERM rather than run unowned.
   process.on('disconnect', () => drain('disconnect'));

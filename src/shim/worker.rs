@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What every worker of an app runs: the app's config, and what the shim adds to it.
 #[derive(Debug, Clone)]
@@ -45,11 +45,32 @@ pub enum Message {
     AppReady,
 }
 
+/// What a worker is there for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Holds its slot: serves, and is replaced if it dies.
+    Serving,
+    /// Started by a reload to take over its slot once it is ready.
+    Candidate,
+    /// Told to drain; killed if still running at its deadline.
+    Draining,
+}
+
 pub struct Worker {
     pub slot: usize,
     pub pid: Pid,
+    pub role: Role,
     pub started: Instant,
-    pub ready: bool,
+    /// When it became ready: its sockets listen, or with `wait_ready` the app said so.
+    pub ready_since: Option<Instant>,
+    /// When a draining worker is killed.
+    pub drain_deadline: Option<Instant>,
+    /// SIGKILL was sent; only its exit is left to wait for.
+    pub killed: bool,
+    wait_ready: bool,
+    ready_timeout: Duration,
+    stop_signal: Signal,
+    stop_timeout: Duration,
     channel: Option<UnixStream>,
     pending: Vec<u8>,
 }
@@ -57,7 +78,12 @@ pub struct Worker {
 /// A line longer than this is not one of ours; it is dropped rather than buffered.
 const MAX_MESSAGE: usize = 64 * 1024;
 
-pub fn spawn(spec: &WorkerSpec, slot: usize, listeners: &[OwnedFd]) -> io::Result<Worker> {
+pub fn spawn(
+    spec: &WorkerSpec,
+    slot: usize,
+    role: Role,
+    listeners: &[OwnedFd],
+) -> io::Result<Worker> {
     let (ours, theirs) = UnixStream::pair()?;
     ours.set_nonblocking(true)?;
 
@@ -89,6 +115,7 @@ pub fn spawn(spec: &WorkerSpec, slot: usize, listeners: &[OwnedFd]) -> io::Resul
         .env("NODE_APP_INSTANCE", slot.to_string())
         .env("NODEAPP_LISTEN_FDS", listeners.len().to_string())
         .env("NODEAPP_LISTEN_NAMES", &spec.listen_names)
+        .env("NODEAPP_STOP_SIGNAL", spec.config.stop_signal.as_str())
         .env("NODE_CHANNEL_FD", channel_fd.to_string())
         .env("NODE_CHANNEL_SERIALIZATION_MODE", "json");
 
@@ -120,8 +147,15 @@ pub fn spawn(spec: &WorkerSpec, slot: usize, listeners: &[OwnedFd]) -> io::Resul
     Ok(Worker {
         slot,
         pid: Pid::from_raw(child.id() as i32),
+        role,
         started: Instant::now(),
-        ready: false,
+        ready_since: None,
+        drain_deadline: None,
+        killed: false,
+        wait_ready: spec.config.wait_ready,
+        ready_timeout: spec.config.ready_timeout,
+        stop_signal: spec.config.stop_signal,
+        stop_timeout: spec.config.stop_timeout,
         channel: Some(ours),
         pending: Vec::new(),
     })
@@ -190,7 +224,67 @@ impl Worker {
         out
     }
 
-    pub fn signal(&self, sig: Signal) {
+    pub fn is_ready(&self) -> bool {
+        self.ready_since.is_some()
+    }
+
+    /// Takes in what the worker said; true if that made it ready.
+    pub fn hear(&mut self, message: &Message) -> bool {
+        let counts = match message {
+            Message::Listening => !self.wait_ready,
+            Message::AppReady => self.wait_ready,
+        };
+        if counts && self.ready_since.is_none() {
+            self.ready_since = Some(Instant::now());
+            return true;
+        }
+        false
+    }
+
+    /// When it will be killed for not being ready; `None` once ready or killed.
+    pub fn ready_deadline(&self) -> Option<Instant> {
+        (self.ready_since.is_none() && !self.killed && self.role != Role::Draining)
+            .then(|| self.started + self.ready_timeout)
+    }
+
+    pub fn ready_timeout(&self) -> Duration {
+        self.ready_timeout
+    }
+
+    /// Asks it to drain with its stop signal; it is killed at `stop_timeout` from now.
+    pub fn drain(&mut self) {
+        if self.role == Role::Draining {
+            return;
+        }
+        self.role = Role::Draining;
+        self.drain_deadline = Some(Instant::now() + self.stop_timeout);
+        self.signal(self.stop_signal);
+    }
+
+    pub fn stop_signal(&self) -> Signal {
+        self.stop_signal
+    }
+
+    pub fn stop_timeout(&self) -> Duration {
+        self.stop_timeout
+    }
+
+    pub fn kill(&mut self) {
+        if !self.killed {
+            self.killed = true;
+            self.signal(Signal::SIGKILL);
+        }
+    }
+
+    /// The next moment something must be done about this worker, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.killed {
+            return None;
+        }
+        self.ready_deadline().or(self.drain_deadline)
+    }
+
+    fn signal(&self, sig: Signal) {
         // ESRCH: it exited and awaits reaping; nothing to do.
         let _ = nix::sys::signal::kill(self.pid, sig);
     }

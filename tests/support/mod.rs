@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod host;
+pub mod load;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
