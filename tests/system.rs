@@ -59,14 +59,6 @@ fn curl(host: &Host, reach: &str) -> String {
     host.ok(&format!("curl -sS --fail -m 20 {reach}"))
 }
 
-fn workers(host: &Host, unit: &str) -> Vec<u32> {
-    let main: u32 = host.property(unit, "MainPID").parse().unwrap();
-    host.unit_pids(unit)
-        .into_iter()
-        .filter(|&p| p != main)
-        .collect()
-}
-
 #[test]
 fn an_unmodified_app_runs_on_every_core_under_socket_activation() {
     let Some(deb) = deb_under_test() else { return };
@@ -147,7 +139,7 @@ fn an_unmodified_app_runs_on_every_core_under_socket_activation() {
             host.property(&unit, "StatusText"),
             format!("{n}/{n} workers ready")
         );
-        let pids = workers(&host, &unit);
+        let pids = host.workers(&unit);
         assert_eq!(
             pids.len().to_string(),
             n,
@@ -177,12 +169,12 @@ fn an_unmodified_app_runs_on_every_core_under_socket_activation() {
 
     // A worker that dies is replaced; the unit itself does not restart.
     let unit = "nodeapp@port.service";
-    let before = workers(&host, unit);
+    let before = host.workers(unit);
     host.ok(&format!("kill -KILL {}", before[0]));
     let mut after = Vec::new();
     assert!(
         wait_until(Duration::from_secs(10), || {
-            after = workers(&host, unit);
+            after = host.workers(unit);
             after.len() == 2 && !after.contains(&before[0])
         }),
         "worker {} not replaced: {after:?}",

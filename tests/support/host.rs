@@ -124,6 +124,37 @@ impl Host {
             .collect()
     }
 
+    /// The unit's workers: every PID in its cgroup but the main one (the shim).
+    pub fn workers(&self, unit: &str) -> Vec<u32> {
+        let main: u32 = self.property(unit, "MainPID").parse().unwrap();
+        let mut pids: Vec<u32> = self
+            .unit_pids(unit)
+            .into_iter()
+            .filter(|&p| p != main)
+            .collect();
+        pids.sort();
+        pids
+    }
+
+    /// Waits until `unit` is active; panics with its state otherwise.
+    pub fn wait_active(&self, unit: &str) {
+        let mut state = String::new();
+        let active = wait_until(Duration::from_secs(20), || {
+            state = self.property(unit, "ActiveState");
+            state == "active"
+        });
+        assert!(
+            active,
+            "{unit} is {state}, not active:\n{}",
+            self.journal(unit)
+        );
+    }
+
+    /// The host's network namespace, for load generated from out here.
+    pub fn netns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.init))
+    }
+
     /// The full journal of a unit.
     pub fn journal(&self, unit: &str) -> String {
         self.ok(&format!("journalctl --no-pager -o short -u {unit}"))
