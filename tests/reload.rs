@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::load::Load;
+use support::load::{assert_none_failed, Load};
 use support::*;
 
 const SHIM: &str = env!("CARGO_BIN_EXE_nodeapp-shim");
@@ -144,17 +144,6 @@ fn good_release() -> String {
     format!("require({:?});\n", Path::new(APP_DIR).join("server.js"))
 }
 
-fn assert_no_failures(keep: &load::Stats, close: &load::Stats) {
-    assert!(keep.ok > 0 && close.ok > 0, "no load got through");
-    assert_eq!(
-        (keep.failed, close.failed),
-        (0, 0),
-        "failed requests: keep-alive {:?}, close {:?}",
-        keep.errors,
-        close.errors
-    );
-}
-
 #[test]
 fn a_reload_under_load_replaces_every_worker_and_fails_no_request() {
     let mut app = Deployed::start(&good_release(), "");
@@ -170,7 +159,7 @@ fn a_reload_under_load_replaces_every_worker_and_fails_no_request() {
     }
     let after = app.serving_pids();
     let (keep, close) = load.finish();
-    assert_no_failures(&keep, &close);
+    assert_none_failed("reload", &keep, &close);
     assert_eq!(after.len(), 2);
     assert!(before.is_disjoint(&after), "{before:?} then {after:?}");
     // Load reached the last generation too. Kept-alive connections stick to whichever
@@ -199,7 +188,7 @@ fn a_release_that_throws_at_start_fails_the_reload_and_the_old_workers_keep_serv
             && said.contains("the old workers keep serving"),
         "{said}"
     );
-    assert_no_failures(&keep, &close);
+    assert_none_failed("failed reload", &keep, &close);
     assert_eq!(app.serving_pids(), before);
     let status = app.status();
     assert!(

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 use support::host::{deb_under_test, Host};
-use support::load::{Load, Stats};
+use support::load::{assert_none_failed, Load};
 use support::APP_DIR;
 
 const UNIT: &str = "nodeapp@api.service";
@@ -35,21 +35,6 @@ fn load(host: &Host) -> Load {
     load
 }
 
-fn assert_no_failures(what: &str, keep: &Stats, close: &Stats) {
-    assert!(keep.ok > 0 && close.ok > 0, "{what}: no load got through");
-    assert_eq!(
-        (keep.failed, close.failed),
-        (0, 0),
-        "{what}: failed requests: keep-alive {:?}, close {:?}",
-        keep.errors,
-        close.errors
-    );
-    eprintln!(
-        "{what}: {} kept-alive and {} per-connection requests, none failed",
-        keep.ok, close.ok
-    );
-}
-
 /// Repoints `current` atomically, as deploy tools do.
 fn point_current_at(host: &Host, release: &str) {
     host.ok(&format!(
@@ -70,7 +55,7 @@ fn reload_and_restart_under_load_lose_no_request() {
     host.ok(&format!("systemctl reload {UNIT}"));
     std::thread::sleep(Duration::from_millis(500));
     let (keep, close) = traffic.finish();
-    assert_no_failures("systemctl reload", &keep, &close);
+    assert_none_failed("systemctl reload", &keep, &close);
     let after = host.workers(UNIT);
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(
@@ -91,7 +76,7 @@ fn reload_and_restart_under_load_lose_no_request() {
     host.wait_active(UNIT);
     std::thread::sleep(Duration::from_millis(500));
     let (keep, close) = traffic.finish();
-    assert_no_failures("systemctl restart", &keep, &close);
+    assert_none_failed("systemctl restart", &keep, &close);
     assert_ne!(host.property(UNIT, "MainPID"), shim);
 
     // Stop, then start: connections made while it is stopped wait in the backlog (or
@@ -103,7 +88,7 @@ fn reload_and_restart_under_load_lose_no_request() {
     host.wait_active(UNIT);
     std::thread::sleep(Duration::from_millis(500));
     let (keep, close) = traffic.finish();
-    assert_no_failures("systemctl stop; systemctl start", &keep, &close);
+    assert_none_failed("systemctl stop; systemctl start", &keep, &close);
     assert_eq!(host.property(UNIT, "Result"), "success");
 }
 
@@ -125,7 +110,7 @@ fn a_broken_release_fails_the_reload_and_the_old_workers_keep_serving() {
         !reload.status.success(),
         "systemctl reload must fail: {said}"
     );
-    assert_no_failures("failed reload", &keep, &close);
+    assert_none_failed("failed reload", &keep, &close);
     assert_eq!(host.workers(UNIT), before, "the old workers still serve");
     assert_eq!(host.property(UNIT, "ActiveState"), "active");
     let status = host.property(UNIT, "StatusText");

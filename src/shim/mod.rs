@@ -337,17 +337,18 @@ impl Supervisor {
 
     /// Asks every worker to drain; each is killed if still running after `stop_timeout`.
     fn stop(&mut self, sig: Signal) {
-        let live = self.workers.len();
-        info!("{sig}: stopping {live} workers");
+        info!("{sig}: stopping {} workers", self.workers.len());
+        // Stopping first: a reload cut short must not tell systemd READY=1 on its way out.
+        self.phase = Phase::Stopping;
         self.fail_reload("the service is stopping".into());
         if let Some(waiters) = self.queued_reload.take() {
             for w in waiters {
                 w.reply(false, "the service is stopping");
             }
         }
+        let live = self.workers.len();
         self.notifier
             .stopping(&format!("stopping: draining {live} workers"));
-        self.phase = Phase::Stopping;
         self.workers.iter_mut().for_each(Worker::drain);
     }
 

@@ -40,8 +40,7 @@ const originalListen = net.Server.prototype.listen;
 const forwarders = new Set();
 let primary = null;
 let draining = false;
-const inflight = new Set();
-// HTTP connections of the primary server: requests in progress, and idle since when.
+// The primary server's HTTP connections; while draining, when each was last seen busy.
 const connections = new Map();
 
 function send(message) {
@@ -87,36 +86,26 @@ net.Server.prototype.listen = function listen(...args) {
   return originalListen.call(this, { fd: FIRST_FD }, callback);
 };
 
+// Nothing here runs per request while serving: that would tax every request of every app.
+// Only connections are tracked, and what the drain needs is read from them when it starts.
 function adopt(server) {
-  // Prepended so that they run before the app's handlers and see every request.
-  server.prependListener('request', (req, res) => {
-    const conn = connections.get(req.socket);
-    if (conn) {
-      conn.busy += 1;
-      res.once('close', () => {
-        conn.busy -= 1;
-        conn.idleSince = Date.now();
-      });
-    }
-    if (draining) {
-      res.setHeader('Connection', 'close');
-      return;
-    }
-    inflight.add(res);
-    res.once('close', () => inflight.delete(res));
-  });
   if (typeof server.closeIdleConnections !== 'function') return; // not HTTP
   server.prependListener('connection', (socket) => {
-    connections.set(socket, { busy: 0, idleSince: Date.now() });
+    connections.set(socket, 0);
     socket.once('close', () => connections.delete(socket));
   });
 }
 
+// The response a connection is working on; Node clears it once the response is done.
+const busy = (socket) => socket._httpMessage != null;
+
 function closeIdleConnections() {
   const now = Date.now();
-  for (const [socket, conn] of connections) {
-    // No parser: the connection was upgraded (WebSocket) and belongs to the app now.
-    if (conn.busy === 0 && socket.parser && now - conn.idleSince >= IDLE_GRACE_MS) {
+  for (const [socket, busySince] of connections) {
+    if (busy(socket)) {
+      connections.set(socket, now);
+    } else if (socket.parser && now - busySince >= IDLE_GRACE_MS) {
+      // No parser: the connection was upgraded (WebSocket) and belongs to the app now.
       socket.destroy();
     }
   }
@@ -125,10 +114,17 @@ function closeIdleConnections() {
 function drain(signal) {
   if (draining) return;
   draining = true;
-  for (const res of inflight) {
-    if (!res.headersSent) res.setHeader('Connection', 'close');
+  const now = Date.now();
+  for (const socket of connections.keys()) {
+    // Idle time is counted from now: when each connection last worked is not known.
+    connections.set(socket, now);
+    const res = socket._httpMessage;
+    if (res && !res.headersSent) res.setHeader('Connection', 'close');
   }
-  inflight.clear();
+  if (primary !== null) {
+    // Requests that arrive from now on, on connections kept alive, are the last on them.
+    primary.prependListener('request', (req, res) => res.setHeader('Connection', 'close'));
+  }
   const servers = [...forwarders];
   if (primary !== null && primary.listening) servers.push(primary);
   if (servers.length === 0) {

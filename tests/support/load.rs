@@ -178,3 +178,19 @@ fn exchange(mut s: TcpStream, mode: Mode) -> Result<(u32, Option<TcpStream>), St
         return Ok((pid, reusable.then_some(s)));
     }
 }
+
+/// Asserts that load got through in both modes and that not one request failed.
+pub fn assert_none_failed(what: &str, keep: &Stats, close: &Stats) {
+    assert!(keep.ok > 0 && close.ok > 0, "{what}: no load got through");
+    assert_eq!(
+        (keep.failed, close.failed),
+        (0, 0),
+        "{what}: failed requests: keep-alive {:?}, close {:?}",
+        keep.errors,
+        close.errors
+    );
+    eprintln!(
+        "{what}: {} kept-alive and {} per-connection requests, none failed",
+        keep.ok, close.ok
+    );
+}
