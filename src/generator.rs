@@ -6,7 +6,7 @@
 //! one is skipped with its reason, the good ones are still written. `nodeapp check` and
 //! `nodeapp render` run this same code.
 
-use crate::config::{self, Config, ConfigErrors, Instances};
+use crate::config::{self, Config, ConfigErrors};
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -50,10 +50,7 @@ pub fn render(config: &Config) -> Rendered {
     }
     // Start and reload are both bounded by TimeoutStartSec=. A reload starts the new
     // workers one at a time, each within ready_timeout; the shim fails it before then.
-    let slots = match config.instances {
-        Instances::Count(n) => n,
-        Instances::Max => crate::cpus::available(),
-    };
+    let slots = config.instances.workers();
     let start = config.ready_timeout.saturating_mul(slots as u32) + SYSTEMD_MARGIN;
     let stop = config.stop_timeout + SYSTEMD_MARGIN;
     let _ = writeln!(service, "TimeoutStartSec={}", seconds(start));

@@ -29,10 +29,16 @@ fn deploy(host: &Host, deb: &std::path::Path) {
     host.wait_active(UNIT);
 }
 
-fn load(host: &Host) -> Load {
-    let load = Load::start("127.0.0.1:8080".parse().unwrap(), Some(host.netns()), 4);
+/// Runs `action` while clients load the app, half a second either side of it, and asserts
+/// that no request failed; returns what `action` returned.
+fn under_load<R>(host: &Host, what: &str, action: impl FnOnce() -> R) -> R {
+    let traffic = Load::start("127.0.0.1:8080".parse().unwrap(), Some(host.netns()), 4);
     std::thread::sleep(Duration::from_millis(500));
-    load
+    let result = action();
+    std::thread::sleep(Duration::from_millis(500));
+    let (keep, close) = traffic.finish();
+    assert_none_failed(what, &keep, &close);
+    result
 }
 
 /// Repoints `current` atomically, as deploy tools do.
@@ -51,11 +57,9 @@ fn reload_and_restart_under_load_lose_no_request() {
     // Reload: every worker replaced, one at a time.
     let before = host.workers(UNIT);
     assert_eq!(before.len(), 2);
-    let traffic = load(&host);
-    host.ok(&format!("systemctl reload {UNIT}"));
-    std::thread::sleep(Duration::from_millis(500));
-    let (keep, close) = traffic.finish();
-    assert_none_failed("systemctl reload", &keep, &close);
+    under_load(&host, "systemctl reload", || {
+        host.ok(&format!("systemctl reload {UNIT}"))
+    });
     let after = host.workers(UNIT);
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(
@@ -71,24 +75,20 @@ fn reload_and_restart_under_load_lose_no_request() {
 
     // Restart: the service is down for a moment; PID 1 holds the socket meanwhile.
     let shim = host.property(UNIT, "MainPID");
-    let traffic = load(&host);
-    host.ok(&format!("systemctl restart {UNIT}"));
-    host.wait_active(UNIT);
-    std::thread::sleep(Duration::from_millis(500));
-    let (keep, close) = traffic.finish();
-    assert_none_failed("systemctl restart", &keep, &close);
+    under_load(&host, "systemctl restart", || {
+        host.ok(&format!("systemctl restart {UNIT}"));
+        host.wait_active(UNIT);
+    });
     assert_ne!(host.property(UNIT, "MainPID"), shim);
 
     // Stop, then start: connections made while it is stopped wait in the backlog (or
     // start it again through the socket).
-    let traffic = load(&host);
-    host.ok(&format!("systemctl stop {UNIT}"));
-    std::thread::sleep(Duration::from_millis(500));
-    host.ok(&format!("systemctl start {UNIT}"));
-    host.wait_active(UNIT);
-    std::thread::sleep(Duration::from_millis(500));
-    let (keep, close) = traffic.finish();
-    assert_none_failed("systemctl stop; systemctl start", &keep, &close);
+    under_load(&host, "systemctl stop; systemctl start", || {
+        host.ok(&format!("systemctl stop {UNIT}"));
+        std::thread::sleep(Duration::from_millis(500));
+        host.ok(&format!("systemctl start {UNIT}"));
+        host.wait_active(UNIT);
+    });
     assert_eq!(host.property(UNIT, "Result"), "success");
 }
 
@@ -100,17 +100,14 @@ fn a_broken_release_fails_the_reload_and_the_old_workers_keep_serving() {
     let before = host.workers(UNIT);
 
     point_current_at(&host, "broken");
-    let traffic = load(&host);
-    let reload = host.sh(&format!("systemctl reload {UNIT}"));
-    std::thread::sleep(Duration::from_millis(500));
-    let (keep, close) = traffic.finish();
-
+    let reload = under_load(&host, "failed reload", || {
+        host.sh(&format!("systemctl reload {UNIT}"))
+    });
     let said = String::from_utf8_lossy(&reload.stderr);
     assert!(
         !reload.status.success(),
         "systemctl reload must fail: {said}"
     );
-    assert_none_failed("failed reload", &keep, &close);
     assert_eq!(host.workers(UNIT), before, "the old workers still serve");
     assert_eq!(host.property(UNIT, "ActiveState"), "active");
     let status = host.property(UNIT, "StatusText");

@@ -70,6 +70,16 @@ pub enum Instances {
     Max,
 }
 
+impl Instances {
+    /// How many workers this means for the calling process.
+    pub fn workers(self) -> usize {
+        match self {
+            Instances::Count(n) => n,
+            Instances::Max => crate::cpus::available(),
+        }
+    }
+}
+
 /// The most workers one app may ask for: a guard against typos such as `instances = 40000`.
 pub const MAX_INSTANCES: usize = 1024;
 

@@ -18,7 +18,7 @@ mod worker;
 
 pub use worker::WorkerSpec;
 
-use crate::config::{Config, Instances};
+use crate::config::Config;
 use listeners::Listeners;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -45,7 +45,7 @@ const INSTALLED_PRELOAD: &str = "/usr/lib/nodeapp/preload.cjs";
 /// Runs the app described by `config` on `listeners` until told to stop.
 pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
     let signals = signals::block_and_open()?;
-    let wanted = wanted_workers(config);
+    let wanted = config.instances.workers();
     check_cwd(config).map_err(io::Error::other)?;
     let control = match control::runtime_dir() {
         Some(dir) => Some(control::Server::open(&dir)?),
@@ -72,13 +72,6 @@ pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
         reload_failure: None,
     };
     Ok(supervisor.run())
-}
-
-fn wanted_workers(config: &Config) -> usize {
-    match config.instances {
-        Instances::Count(n) => n,
-        Instances::Max => crate::cpus::available(),
-    }
 }
 
 fn check_cwd(config: &Config) -> Result<(), String> {
@@ -436,12 +429,9 @@ impl Supervisor {
                 .notifier
                 .status(&format!("starting: {ready}/{wanted} workers ready")),
             Phase::Running => {
-                let status = match (&self.reload, &self.reload_failure) {
-                    (Some(r), _) => r.status(),
-                    (None, Some(why)) => {
-                        format!("{ready}/{wanted} workers ready; last reload failed: {why}")
-                    }
-                    (None, None) => format!("{ready}/{wanted} workers ready"),
+                let status = match &self.reload {
+                    Some(r) => r.status(),
+                    None => self.running_status(),
                 };
                 self.notifier.status(&status);
             }
@@ -450,6 +440,19 @@ impl Supervisor {
                 self.notifier
                     .status(&format!("stopping: draining {live} workers"))
             }
+        }
+    }
+
+    /// The status line outside a reload: `2/2 workers ready`, and why the last reload
+    /// failed, if it did.
+    fn running_status(&self) -> String {
+        let ready = self.ready_workers();
+        match &self.reload_failure {
+            Some(why) => format!(
+                "{ready}/{} workers ready; last reload failed: {why}",
+                self.wanted
+            ),
+            None => format!("{ready}/{} workers ready", self.wanted),
         }
     }
 

@@ -8,7 +8,7 @@
 
 use super::control::Client;
 use super::worker::{self, Role};
-use super::{check_cwd, wanted_workers, Phase, Supervisor, WorkerSpec};
+use super::{check_cwd, Phase, Supervisor, WorkerSpec};
 use crate::config;
 use std::time::Instant;
 use tracing::{error, info, warn};
@@ -86,7 +86,7 @@ impl Supervisor {
                 name = config.name
             );
         }
-        let wanted = wanted_workers(&config);
+        let wanted = config.instances.workers();
         self.reload = Some(Reload {
             spec: WorkerSpec {
                 config,
@@ -179,9 +179,8 @@ impl Supervisor {
             reload.started.elapsed().as_secs_f64()
         );
         info!("{message}");
-        let ready = self.ready_workers();
-        self.notifier
-            .ready(&format!("{ready}/{} workers ready", self.wanted));
+        let status = self.running_status();
+        self.notifier.ready(&status);
         for w in reload.waiters {
             w.reply(true, &message);
         }
@@ -214,12 +213,7 @@ impl Supervisor {
         error!("{message}");
         self.reload_failure = Some(why);
         if self.phase != Phase::Stopping {
-            let ready = self.ready_workers();
-            let status = format!(
-                "{ready}/{} workers ready; last reload failed: {}",
-                self.wanted,
-                self.reload_failure.as_deref().unwrap_or_default()
-            );
+            let status = self.running_status();
             // READY=1 ends the reload for systemd; the failure itself reaches it through
             // ExecReload's exit status.
             self.notifier.ready(&status);
