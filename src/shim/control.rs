@@ -37,12 +37,18 @@ pub fn runtime_dir() -> Option<PathBuf> {
 }
 
 /// Where the control socket of app `name` is: in the runtime directory when run by
-/// systemd, else where the unit's `RuntimeDirectory=` puts it.
+/// systemd (as `ExecReload=` is), else where the unit's `RuntimeDirectory=` puts it.
 pub fn socket_path(name: &str) -> PathBuf {
-    runtime_dir()
-        .unwrap_or_else(|| Path::new("/run/nodeapp").join(name))
-        .join(SOCKET)
+    runtime_dir().map_or_else(|| unit_socket_path(name), |d| d.join(SOCKET))
 }
+
+/// Where the unit `nodeapp@<name>.service` has its control socket, for tools outside it.
+pub fn unit_socket_path(name: &str) -> PathBuf {
+    Path::new("/run/nodeapp").join(name).join(SOCKET)
+}
+
+/// How long a `status` request may take: the shim answers it at once unless it is stuck.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Server {
     listener: UnixListener,
@@ -219,6 +225,9 @@ pub fn send(path: &Path, request: Request) -> io::Result<Reply> {
         Request::Reload => "reload",
         Request::Status => "status",
     };
+    if request == Request::Status {
+        stream.set_read_timeout(Some(STATUS_TIMEOUT))?;
+    }
     stream.write_all(format!("{verb}\n").as_bytes())?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;

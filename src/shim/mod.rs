@@ -62,7 +62,7 @@ pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
         listeners,
         wanted,
         workers: Vec::new(),
-        respawn_at: vec![None; wanted],
+        slots: vec![Slot::default(); wanted],
         signals,
         control,
         notifier: Notifier::from_env(),
@@ -125,8 +125,8 @@ struct Supervisor {
     wanted: usize,
     /// Every child still running or not yet reaped, whatever its role.
     workers: Vec<Worker>,
-    /// Per slot: when an empty slot gets a new worker; `None` means now.
-    respawn_at: Vec<Option<Instant>>,
+    /// Per slot: when it gets a new worker, and how often it had to.
+    slots: Vec<Slot>,
     signals: SignalFd,
     control: Option<control::Server>,
     notifier: Notifier,
@@ -136,6 +136,15 @@ struct Supervisor {
     queued_reload: Option<Vec<control::Client>>,
     /// Why the last reload failed, until one succeeds; shown in the status.
     reload_failure: Option<String>,
+}
+
+/// One place for a worker, numbered from 0 (`NODE_APP_INSTANCE`).
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    /// When an empty slot gets a new worker; `None` means now.
+    respawn_at: Option<Instant>,
+    /// Workers replaced because they died, not because of a reload.
+    restarts: u32,
 }
 
 /// What woke `poll`.
@@ -320,8 +329,9 @@ impl Supervisor {
                         "worker {slot} (pid {pid}) {how} after {uptime:.1}s; replacing it in {} ms",
                         RESPAWN_DELAY.as_millis()
                     );
-                    if let Some(at) = self.respawn_at.get_mut(slot) {
-                        *at = Some(Instant::now() + RESPAWN_DELAY);
+                    if let Some(s) = self.slots.get_mut(slot) {
+                        s.respawn_at = Some(Instant::now() + RESPAWN_DELAY);
+                        s.restarts += 1;
                     }
                 }
             }
@@ -390,7 +400,7 @@ impl Supervisor {
         }
         let now = Instant::now();
         for slot in 0..self.wanted {
-            let due = self.respawn_at[slot].map_or(true, |at| at <= now);
+            let due = self.slots[slot].respawn_at.map_or(true, |at| at <= now);
             if !due || self.serving(slot).is_some() {
                 continue;
             }
@@ -403,14 +413,14 @@ impl Supervisor {
                 Ok(w) => {
                     info!("worker {slot} started (pid {})", w.pid);
                     self.workers.push(w);
-                    self.respawn_at[slot] = None;
+                    self.slots[slot].respawn_at = None;
                 }
                 Err(e) => {
                     error!(
                         "worker {slot}: {e}; trying again in {} ms",
                         RESPAWN_DELAY.as_millis()
                     );
-                    self.respawn_at[slot] = Some(now + RESPAWN_DELAY);
+                    self.slots[slot].respawn_at = Some(now + RESPAWN_DELAY);
                 }
             }
         }
@@ -430,7 +440,7 @@ impl Supervisor {
                 .status(&format!("starting: {ready}/{wanted} workers ready")),
             Phase::Running => {
                 let status = match &self.reload {
-                    Some(r) => r.status(),
+                    Some(r) => format!("{}; {ready}/{wanted} workers ready", r.status()),
                     None => self.running_status(),
                 };
                 self.notifier.status(&status);
@@ -459,7 +469,7 @@ impl Supervisor {
     fn next_deadline(&self) -> Option<Instant> {
         let respawns = (0..self.wanted)
             .filter(|&slot| self.phase != Phase::Stopping && self.serving(slot).is_none())
-            .filter_map(|slot| self.respawn_at[slot]);
+            .filter_map(|slot| self.slots[slot].respawn_at);
         let workers = self.workers.iter().filter_map(Worker::deadline);
         let control = self.control.as_ref().and_then(|c| c.deadline());
         respawns.chain(workers).chain(control).min()
@@ -497,6 +507,7 @@ impl Supervisor {
                     "role": format!("{:?}", w.role).to_lowercase(),
                     "uptime_ms": w.started.elapsed().as_millis() as u64,
                     "ready_ms": w.ready_since.map(|t| t.elapsed().as_millis() as u64),
+                    "restarts": self.slots.get(w.slot).map_or(0, |s| s.restarts),
                 })
             })
             .collect();

@@ -8,7 +8,7 @@
 
 use super::control::Client;
 use super::worker::{self, Role};
-use super::{check_cwd, Phase, Supervisor, WorkerSpec};
+use super::{check_cwd, Phase, Slot, Supervisor, WorkerSpec};
 use crate::config;
 use std::time::Instant;
 use tracing::{error, info, warn};
@@ -145,9 +145,9 @@ impl Supervisor {
         if slot >= self.wanted {
             // The new config wants more workers: the slot exists from now on.
             self.wanted = slot + 1;
-            self.respawn_at.resize(self.wanted, None);
+            self.slots.resize(self.wanted, Slot::default());
         }
-        self.respawn_at[slot] = None;
+        self.slots[slot].respawn_at = None;
         if let Some(r) = self.reload.as_mut() {
             r.next = slot + 1;
         }
@@ -170,7 +170,7 @@ impl Supervisor {
             w.drain();
         }
         self.wanted = reload.wanted;
-        self.respawn_at.resize(reload.wanted, None);
+        self.slots.resize(reload.wanted, Slot::default());
         self.spec = reload.spec;
         self.reload_failure = None;
         let message = format!(

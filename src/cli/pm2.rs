@@ -1,0 +1,458 @@
+//! `nodeapp import-pm2`: the apps of a PM2 ecosystem file as nodeapp configs, with every
+//! key that has no equivalent named, and what to use instead.
+
+use super::apps::{self, Draft};
+use super::systemd::Systemd;
+use super::{Failure, Outcome};
+use clap::Args;
+use nodeapp::config::{self, format_duration};
+use nodeapp::exit;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The ecosystem file: ecosystem.config.js (.cjs, .mjs; evaluated with node) or .json.
+    file: PathBuf,
+    /// Apply the app's env_<NAME> over its env, as `pm2 start --env NAME` does.
+    #[arg(long, value_name = "NAME")]
+    env: Option<String>,
+    /// Print the configs instead of writing them to /etc/nodeapp.
+    #[arg(long)]
+    dry_run: bool,
+    /// Replace configs that already exist.
+    #[arg(long)]
+    force: bool,
+    /// Start the imported apps at every boot.
+    #[arg(long)]
+    enable: bool,
+    /// Start the imported apps at every boot, and now.
+    #[arg(long)]
+    now: bool,
+}
+
+/// Keys with no nodeapp equivalent, and what to do instead; shared with the migration
+/// guide (docs/pm2.md).
+const UNMAPPED: &[(&str, &str)] = &[
+    ("watch", "no file watching: deploy, then `nodeapp reload`"),
+    ("ignore_watch", "no file watching"),
+    ("watch_options", "no file watching"),
+    ("max_memory_restart", "not yet per worker; cap the whole app with MemoryMax= in `systemctl edit nodeapp@<name>`"),
+    ("cron_restart", "use a systemd timer whose service runs `systemctl restart nodeapp@<name>` (OnCalendar=)"),
+    ("autorestart", "crashed workers are always replaced; the service restarts on failure (Restart=)"),
+    ("min_uptime", "the shim replaces a crashed worker after 500 ms; systemd's Restart= and start limits cover the service"),
+    ("max_restarts", "systemd's StartLimitBurst= covers the service"),
+    ("restart_delay", "systemd's RestartSec= covers the service"),
+    ("exp_backoff_restart_delay", "systemd's RestartSec= covers the service"),
+    ("error_file", "logs go to the journal: `nodeapp logs <name>`"),
+    ("out_file", "logs go to the journal: `nodeapp logs <name>`"),
+    ("log_file", "logs go to the journal: `nodeapp logs <name>`"),
+    ("combine_logs", "logs go to the journal"),
+    ("merge_logs", "logs go to the journal"),
+    ("log_date_format", "the journal timestamps every line: `journalctl -o short-iso`"),
+    ("log_type", "the journal stores structured fields: `journalctl -o json`"),
+    ("time", "the journal timestamps every line"),
+    ("disable_logs", "send output to /dev/null in the app, or StandardOutput=null in a drop-in"),
+    ("pid_file", "the main PID is `systemctl show -p MainPID nodeapp@<name>`"),
+    ("gid", "set Group= in `systemctl edit nodeapp@<name>`"),
+    ("shutdown_with_message", "workers drain on the stop signal (stop_signal), not on a message"),
+    ("stop_exit_codes", "the service's exit status is the shim's; RestartPreventExitStatus= in a drop-in"),
+    ("treekill", "KillMode=mixed: systemd kills the whole cgroup"),
+    ("kill_retry_time", "no equivalent"),
+    ("namespace", "no equivalent: units are named nodeapp@<name>"),
+    ("vizion", "no equivalent"),
+    ("post_update", "no equivalent"),
+    ("force", "no equivalent"),
+    ("increment_var", "no equivalent; NODE_APP_INSTANCE is the worker's slot"),
+    ("filter_env", "workers get only the config's env and systemd's environment"),
+    ("append_env_name", "no equivalent"),
+    ("autostart", "use `nodeapp add --enable` / `systemctl enable`"),
+    ("pmx", "no equivalent"),
+    ("automation", "no equivalent"),
+    ("trace", "no equivalent"),
+    ("disable_trace", "no equivalent"),
+    ("instance_var", "the worker's slot is in NODE_APP_INSTANCE"),
+    ("uid", "use `user`, a user name"),
+];
+
+/// Keys the importer reads; anything else is reported as unknown.
+const MAPPED: &[&str] = &[
+    "name",
+    "script",
+    "cwd",
+    "args",
+    "interpreter",
+    "interpreter_args",
+    "node_args",
+    "instances",
+    "exec_mode",
+    "env",
+    "user",
+    "kill_timeout",
+    "listen_timeout",
+    "wait_ready",
+    "source_map_support",
+];
+
+/// One app of the ecosystem file, converted.
+#[derive(Debug)]
+struct Converted {
+    name: String,
+    toml: Result<String, String>,
+    notes: Vec<String>,
+}
+
+pub fn import(args: &ImportArgs) -> Outcome {
+    let ecosystem = load_ecosystem(&args.file)?;
+    let base = args
+        .file
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let apps = app_list(&ecosystem)?;
+    let converted: Vec<Converted> = apps
+        .iter()
+        .enumerate()
+        .map(|(i, app)| convert(i, app, &base, args.env.as_deref()))
+        .collect();
+
+    let mut failed = 0;
+    let mut written = Vec::new();
+    for c in &converted {
+        for note in &c.notes {
+            eprintln!("{}: {note}", c.name);
+        }
+        match &c.toml {
+            Err(why) => {
+                failed += 1;
+                eprintln!("{}: not imported: {why}", c.name);
+            }
+            Ok(text) if args.dry_run => {
+                println!("# {}", super::files::app_config(&c.name).display());
+                println!("{text}");
+            }
+            Ok(text) => match apps::write_config(&c.name, text, args.force) {
+                Ok(path) => {
+                    println!("wrote {}", path.display());
+                    written.push(c.name.clone());
+                }
+                Err(f) => {
+                    failed += 1;
+                    eprintln!("{}: not imported: {}", c.name, f.message);
+                }
+            },
+        }
+    }
+    if !written.is_empty() {
+        let bus = Systemd::connect()?;
+        bus.daemon_reload()?;
+        apps::activate(&bus, &written, args.enable || args.now, args.now)?;
+    }
+    if failed > 0 {
+        return Err(Failure::config(format!(
+            "{failed} of {} apps not imported",
+            converted.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The file's exported object. A `.js` file is code: node evaluates it, as PM2 does.
+fn load_ecosystem(file: &Path) -> Result<Value, Failure> {
+    let unreadable = |why: String| Failure::usage(format!("{}: {why}", file.display()));
+    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let text = match ext {
+        "json" => std::fs::read_to_string(file).map_err(|e| unreadable(e.to_string()))?,
+        "js" | "cjs" | "mjs" => {
+            let path = file.canonicalize().map_err(|e| unreadable(e.to_string()))?;
+            // import() reads CommonJS and ES modules alike; `default` is module.exports.
+            let script = "import(require('url').pathToFileURL(process.argv[1]).href)\
+                .then(m => process.stdout.write(JSON.stringify(m.default ?? m)))\
+                .catch(e => { console.error(String(e && e.stack || e)); process.exit(1); });";
+            let out = Command::new("node")
+                .arg("-e")
+                .arg(script)
+                .arg(&path)
+                .current_dir(path.parent().unwrap_or(Path::new("/")))
+                .output()
+                .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("cannot run node: {e}")))?;
+            if !out.status.success() {
+                return Err(unreadable(format!(
+                    "node could not load it:\n{}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+        _ => {
+            return Err(unreadable(
+                "expected an ecosystem file ending in .js, .cjs, .mjs or .json \
+                 (for YAML, convert it to JSON first)"
+                    .into(),
+            ))
+        }
+    };
+    serde_json::from_str(&text).map_err(|e| unreadable(format!("not JSON: {e}")))
+}
+
+/// `{ apps: [...] }`, a bare list of apps, or one app.
+fn app_list(ecosystem: &Value) -> Result<Vec<Map<String, Value>>, Failure> {
+    let list = match ecosystem {
+        Value::Object(o) if o.contains_key("apps") => &o["apps"],
+        other => other,
+    };
+    let apps: Vec<Map<String, Value>> = match list {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|v| v.as_object().cloned())
+            .collect(),
+        Value::Object(o) if o.contains_key("script") => vec![o.clone()],
+        _ => Vec::new(),
+    };
+    if apps.is_empty() {
+        return Err(Failure::usage(
+            "the ecosystem file has no apps (expected `module.exports = { apps: [...] }`)".into(),
+        ));
+    }
+    Ok(apps)
+}
+
+/// A JSON scalar as PM2 would put it in the environment.
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// PM2 takes argument lists as an array or as one string split on spaces.
+fn words(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.iter().filter_map(scalar).collect(),
+        Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn convert(
+    index: usize,
+    app: &Map<String, Value>,
+    base: &Path,
+    env_name: Option<&str>,
+) -> Converted {
+    let script = app.get("script").and_then(Value::as_str).unwrap_or("");
+    let name = match app.get("name").and_then(scalar) {
+        Some(n) => n,
+        // PM2 names an app after its script when the file does not.
+        None => Path::new(script).file_stem().map_or_else(
+            || format!("app{index}"),
+            |s| s.to_string_lossy().into_owned(),
+        ),
+    };
+    let mut notes = Vec::new();
+    let toml = draft(app, base, env_name, &mut notes).and_then(|d| {
+        config::validate_name(&name)?;
+        Ok(d.to_toml())
+    });
+    Converted { name, toml, notes }
+}
+
+fn draft(
+    app: &Map<String, Value>,
+    base: &Path,
+    env_name: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<Draft, String> {
+    let script = app
+        .get("script")
+        .and_then(Value::as_str)
+        .ok_or("no `script`")?;
+    let cwd = match app.get("cwd").and_then(Value::as_str) {
+        Some(c) => base.join(c),
+        None => base.to_path_buf(),
+    };
+    let mut d = Draft {
+        script: script.to_string(),
+        cwd: cwd.display().to_string(),
+        ..Draft::default()
+    };
+
+    d.instances = match app.get("instances") {
+        None => "1".into(),
+        Some(v) => match scalar(v).as_deref() {
+            Some("max") | Some("0") => "max".into(),
+            Some("-1") => {
+                notes.push(
+                    "instances -1 (all CPUs but one) has no equivalent; using \"max\"".into(),
+                );
+                "max".into()
+            }
+            Some(n) if n.parse::<u32>().is_ok_and(|n| n > 0) => n.into(),
+            _ => return Err(format!("instances {v} is not a count or \"max\"")),
+        },
+    };
+    if let Some(i) = app.get("interpreter").and_then(Value::as_str) {
+        let node = Path::new(i).file_name().is_some_and(|f| f == "node");
+        if !node {
+            return Err(format!("interpreter {i:?}: nodeapp runs Node.js apps only"));
+        }
+        if i != "node" {
+            d.node = Some(i.to_string());
+        }
+    }
+    for key in ["node_args", "interpreter_args"] {
+        d.node_args
+            .extend(app.get(key).map(words).unwrap_or_default());
+    }
+    if app.get("source_map_support").and_then(Value::as_bool) == Some(true) {
+        d.node_args.push("--enable-source-maps".into());
+    }
+    d.args = app.get("args").map(words).unwrap_or_default();
+    d.user = app.get("user").and_then(Value::as_str).map(str::to_string);
+    let millis = |key: &str| {
+        app.get(key)
+            .and_then(Value::as_u64)
+            .map(|ms| format_duration(Duration::from_millis(ms)))
+    };
+    d.stop_timeout = millis("kill_timeout");
+    d.ready_timeout = millis("listen_timeout");
+    d.wait_ready = app.get("wait_ready").and_then(Value::as_bool) == Some(true);
+
+    let mut env = Map::new();
+    let empty = Map::new();
+    env.extend(
+        app.get("env")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty)
+            .clone(),
+    );
+    if let Some(n) = env_name {
+        match app.get(&format!("env_{n}")).and_then(Value::as_object) {
+            Some(extra) => env.extend(extra.clone()),
+            None => notes.push(format!("has no env_{n}; using env alone")),
+        }
+    }
+    for key in app.keys().filter(|k| k.starts_with("env_")) {
+        if env_name.map_or(true, |n| *key != format!("env_{n}")) {
+            notes.push(format!("{key} not applied (pass --env {})", &key[4..]));
+        }
+    }
+    d.env = env
+        .iter()
+        .filter_map(|(k, v)| scalar(v).map(|v| (k.clone(), v)))
+        .collect();
+
+    let port = env.get("PORT").and_then(scalar);
+    let host = env
+        .get("HOST")
+        .and_then(scalar)
+        .unwrap_or_else(|| "0.0.0.0".into());
+    match port {
+        Some(port) if host.contains(':') => d.listen = vec![format!("[{host}]:{port}")],
+        Some(port) => d.listen = vec![format!("{host}:{port}")],
+        None => {
+            return Err(
+                "no listen address: the app's env has no PORT; add one, or write \
+                        the config with `nodeapp add ... --listen`"
+                    .into(),
+            )
+        }
+    }
+
+    for key in app.keys() {
+        if key.starts_with("env_") || MAPPED.contains(&key.as_str()) {
+            continue;
+        }
+        match UNMAPPED.iter().find(|(k, _)| k == key) {
+            Some((k, why)) => notes.push(format!("{k} not mapped: {why}")),
+            None => notes.push(format!("{key} not mapped: not a PM2 key nodeapp knows")),
+        }
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn one(app: Value, env: Option<&str>) -> Converted {
+        convert(0, app.as_object().unwrap(), Path::new("/srv/eco"), env)
+    }
+
+    #[test]
+    fn maps_the_keys_that_have_equivalents() {
+        let c = one(
+            json!({
+                "name": "api", "script": "dist/server.js", "cwd": "api",
+                "instances": "max", "exec_mode": "cluster",
+                "node_args": "--max-old-space-size=400 --trace-warnings",
+                "args": ["--color"], "kill_timeout": 5000, "listen_timeout": 8000,
+                "wait_ready": true, "user": "www", "source_map_support": true,
+                "env": {"PORT": 3000, "NODE_ENV": "development"},
+                "env_production": {"NODE_ENV": "production"}
+            }),
+            Some("production"),
+        );
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        let t: toml::Table = c.toml.unwrap().parse().unwrap();
+        assert_eq!(t["cwd"].as_str(), Some("/srv/eco/api"));
+        assert_eq!(t["instances"].as_str(), Some("max"));
+        assert_eq!(t["listen"][0].as_str(), Some("0.0.0.0:3000"));
+        assert_eq!(t["node_args"].as_array().unwrap().len(), 3);
+        assert_eq!(t["stop_timeout"].as_str(), Some("5s"));
+        assert_eq!(t["ready_timeout"].as_str(), Some("8s"));
+        assert_eq!(t["wait_ready"].as_bool(), Some(true));
+        assert_eq!(t["user"].as_str(), Some("www"));
+        assert_eq!(t["env"]["NODE_ENV"].as_str(), Some("production"));
+        assert_eq!(t["env"]["PORT"].as_str(), Some("3000"));
+    }
+
+    #[test]
+    fn says_what_it_could_not_map() {
+        let c = one(
+            json!({
+                "script": "worker.js", "instances": -1, "watch": true,
+                "cron_restart": "0 3 * * *", "max_memory_restart": "300M",
+                "env": {"PORT": "8080", "HOST": "::1"}, "env_staging": {}, "bogus": 1
+            }),
+            None,
+        );
+        assert_eq!(c.name, "worker");
+        let notes = c.notes.join("\n");
+        for key in [
+            "instances -1",
+            "watch",
+            "cron_restart",
+            "max_memory_restart",
+            "env_staging",
+            "bogus",
+        ] {
+            assert!(notes.contains(key), "{key} missing from {notes}");
+        }
+        let t: toml::Table = c.toml.unwrap().parse().unwrap();
+        assert_eq!(t["listen"][0].as_str(), Some("[::1]:8080"));
+        assert_eq!(t["instances"].as_str(), Some("max"));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_run() {
+        let no_port = one(json!({"name": "a", "script": "a.js"}), None);
+        assert!(no_port.toml.unwrap_err().contains("PORT"));
+        let python = one(
+            json!({"name": "b", "script": "b.py", "interpreter": "python3", "env": {"PORT": 1}}),
+            None,
+        );
+        assert!(python.toml.unwrap_err().contains("Node.js apps only"));
+        let bad_name = one(
+            json!({"name": "my app", "script": "a.js", "env": {"PORT": 1}}),
+            None,
+        );
+        assert!(bad_name.toml.unwrap_err().contains("not a valid app name"));
+    }
+}
