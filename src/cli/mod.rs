@@ -126,6 +126,15 @@ impl Failure {
 type Outcome = Result<(), Failure>;
 
 pub fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader goes away (`nodeapp ls | head`)
+    // rather than fail on a write to a closed pipe. Rust starts with SIGPIPE ignored.
+    // SAFETY: nothing else runs yet, and SIG_DFL installs no handler.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Add(args) => apps::add(&args),
