@@ -59,21 +59,11 @@ fn app_in<'a>(list: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{name} not in {list:#}"))
 }
 
-fn install(host: &Host, deb: &std::path::Path) {
-    host.ok(&format!("dpkg -i {}", deb.display()));
-    host.ok(&format!(
-        "mkdir -p /srv/api/releases/v1 /srv/api/releases/broken && \
-         cp -r {APP_DIR}/. /srv/api/releases/v1/ && \
-         echo \"throw new Error('this release is broken')\" > /srv/api/releases/broken/server.js && \
-         ln -s releases/v1 /srv/api/current"
-    ));
-}
-
 #[test]
 fn add_list_status_control_and_remove_apps() {
     let Some(deb) = deb_under_test() else { return };
     let host = Host::boot("cli");
-    install(&host, &deb);
+    host.install_with_releases(&deb);
 
     // add --now: written, enabled at boot, running and ready when it returns.
     let said = nodeapp_ok(

@@ -9,18 +9,11 @@ mod support;
 use std::time::Duration;
 use support::host::{deb_under_test, Host};
 use support::load::{assert_none_failed, Load};
-use support::APP_DIR;
 
 const UNIT: &str = "nodeapp@api.service";
 
 fn deploy(host: &Host, deb: &std::path::Path) {
-    host.ok(&format!("dpkg -i {}", deb.display()));
-    host.ok(&format!(
-        "mkdir -p /srv/api/releases/v1 /srv/api/releases/broken && \
-         cp -r {APP_DIR}/. /srv/api/releases/v1/ && \
-         echo \"throw new Error('this release is broken')\" > /srv/api/releases/broken/server.js && \
-         ln -s releases/v1 /srv/api/current"
-    ));
+    host.install_with_releases(deb);
     host.ok("cat > /etc/nodeapp/api.toml <<'EOF'\n\
          script = \"server.js\"\ncwd = \"/srv/api/current\"\ninstances = 2\n\
          listen = [\"127.0.0.1:8080\"]\nready_timeout = \"10s\"\nEOF");

@@ -38,15 +38,22 @@ pub struct AddArgs {
     /// An argument for node itself (before the script); repeat for more.
     #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
     node_args: Vec<String>,
-    /// Replace an existing config of that name.
+    #[command(flatten)]
+    activation: Activation,
+}
+
+/// What to do with configs once written: `add` and `import-pm2` take the same flags.
+#[derive(Args)]
+pub struct Activation {
+    /// Replace a config that already exists.
     #[arg(long)]
-    force: bool,
+    pub force: bool,
     /// Start the app at every boot.
     #[arg(long)]
-    enable: bool,
+    pub enable: bool,
     /// Start the app at every boot, and now; wait until its workers are ready.
     #[arg(long)]
-    now: bool,
+    pub now: bool,
 }
 
 fn env_pair(s: &str) -> Result<(String, String), String> {
@@ -141,16 +148,11 @@ impl AddArgs {
 
 pub fn add(args: &AddArgs) -> Outcome {
     let text = args.draft().to_toml();
-    let path = write_config(&args.name, &text, args.force)?;
+    let path = write_config(&args.name, &text, args.activation.force)?;
     println!("wrote {}", path.display());
     let bus = Systemd::connect()?;
     bus.daemon_reload()?;
-    activate(
-        &bus,
-        std::slice::from_ref(&args.name),
-        args.enable || args.now,
-        args.now,
-    )
+    activate(&bus, std::slice::from_ref(&args.name), &args.activation)
 }
 
 /// Checks `text` as the generator would, then writes it as the config of `name`
@@ -187,15 +189,15 @@ pub fn write_config(name: &str, text: &str, force: bool) -> Result<PathBuf, Fail
 
 /// Enables (socket and service, so the workers start at boot) and starts the apps named,
 /// as asked. systemd's configuration must already include their configs.
-pub fn activate(bus: &Systemd, names: &[String], enable: bool, start: bool) -> Outcome {
+pub fn activate(bus: &Systemd, names: &[String], asked: &Activation) -> Outcome {
     for name in names {
-        if enable {
+        if asked.enable || asked.now {
             let units = [systemd::socket_unit(name), systemd::service_unit(name)];
             let units: Vec<&str> = units.iter().map(String::as_str).collect();
             bus.enable(&units)?;
             println!("{name}: enabled at boot ({})", units.join(", "));
         }
-        if start {
+        if asked.now {
             jobs::start(name)?;
         }
     }

@@ -45,15 +45,21 @@ pub fn app_config(name: &str) -> PathBuf {
     config::config_dir().join(format!("{name}.toml"))
 }
 
+/// The config directory and every config file in it, as the generator sees them.
+pub fn every_config() -> Result<(PathBuf, Vec<PathBuf>), Failure> {
+    let dir = config::config_dir();
+    let files = generator::config_files(&dir).map_err(|e| {
+        Failure::new(
+            exit::OS_ERROR,
+            format!("cannot read {}: {e}", dir.display()),
+        )
+    })?;
+    Ok((dir, files))
+}
+
 pub fn check(targets: &[String]) -> Outcome {
     let paths: Vec<PathBuf> = if targets.is_empty() {
-        let dir = config::config_dir();
-        let files = generator::config_files(&dir).map_err(|e| {
-            Failure::new(
-                exit::OS_ERROR,
-                format!("cannot read {}: {e}", dir.display()),
-            )
-        })?;
+        let (dir, files) = every_config()?;
         if files.is_empty() {
             println!("no configs in {}", dir.display());
         }

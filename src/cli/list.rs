@@ -5,8 +5,8 @@
 use super::systemd::{self, Props, Systemd, SERVICE};
 use super::table::{self, human_bytes, human_duration, Table, Tone};
 use super::usage;
-use super::{Failure, Outcome};
-use nodeapp::{config, exit, generator};
+use super::{files, Outcome};
+use nodeapp::config;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,13 +30,7 @@ pub struct AppRow {
 }
 
 pub fn ls(as_json: bool) -> Outcome {
-    let dir = config::config_dir();
-    let files = generator::config_files(&dir).map_err(|e| {
-        Failure::new(
-            exit::OS_ERROR,
-            format!("cannot read {}: {e}", dir.display()),
-        )
-    })?;
+    let (dir, files) = files::every_config()?;
     let bus = Systemd::connect()?;
     let states = bus.unit_states("nodeapp@*")?;
     let mut rows = Vec::with_capacity(files.len());

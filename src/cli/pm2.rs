@@ -1,7 +1,7 @@
 //! `nodeapp import-pm2`: the apps of a PM2 ecosystem file as nodeapp configs, with every
 //! key that has no equivalent named, and what to use instead.
 
-use super::apps::{self, Draft};
+use super::apps::{self, Activation, Draft};
 use super::systemd::Systemd;
 use super::{Failure, Outcome};
 use clap::Args;
@@ -22,15 +22,8 @@ pub struct ImportArgs {
     /// Print the configs instead of writing them to /etc/nodeapp.
     #[arg(long)]
     dry_run: bool,
-    /// Replace configs that already exist.
-    #[arg(long)]
-    force: bool,
-    /// Start the imported apps at every boot.
-    #[arg(long)]
-    enable: bool,
-    /// Start the imported apps at every boot, and now.
-    #[arg(long)]
-    now: bool,
+    #[command(flatten)]
+    activation: Activation,
 }
 
 /// Keys with no nodeapp equivalent, and what to do instead; shared with the migration
@@ -134,7 +127,7 @@ pub fn import(args: &ImportArgs) -> Outcome {
                 println!("# {}", super::files::app_config(&c.name).display());
                 println!("{text}");
             }
-            Ok(text) => match apps::write_config(&c.name, text, args.force) {
+            Ok(text) => match apps::write_config(&c.name, text, args.activation.force) {
                 Ok(path) => {
                     println!("wrote {}", path.display());
                     written.push(c.name.clone());
@@ -149,7 +142,7 @@ pub fn import(args: &ImportArgs) -> Outcome {
     if !written.is_empty() {
         let bus = Systemd::connect()?;
         bus.daemon_reload()?;
-        apps::activate(&bus, &written, args.enable || args.now, args.now)?;
+        apps::activate(&bus, &written, &args.activation)?;
     }
     if failed > 0 {
         return Err(Failure::config(format!(

@@ -217,13 +217,16 @@ impl Systemd {
                 for &name in names {
                     let interface = interface.clone();
                     asks.push(async move {
-                        let proxy = zbus::fdo::PropertiesProxy::builder(conn)
-                            .destination(DESTINATION)?
-                            .path(unit_path(unit))?
-                            .cache_properties(CacheProperties::No)
-                            .build()
+                        let reply = conn
+                            .call_method(
+                                Some(DESTINATION),
+                                unit_path(unit).as_str(),
+                                Some("org.freedesktop.DBus.Properties"),
+                                "Get",
+                                &(interface, name),
+                            )
                             .await?;
-                        let value = proxy.get(interface, name).await?;
+                        let value: OwnedValue = reply.body().deserialize()?;
                         Ok::<_, zbus::Error>((i, name, value))
                     });
                 }

@@ -68,13 +68,7 @@ pub fn process_uptime(pid: u64) -> Option<Duration> {
     // The command name may hold spaces and parentheses: fields count from the last ')'.
     let after = &stat[stat.rfind(')')? + 2..];
     let start_ticks: u64 = after.split(' ').nth(19)?.parse().ok()?;
-    let boot: u64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
+    let boot = boot_time()?;
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
@@ -82,6 +76,20 @@ pub fn process_uptime(pid: u64) -> Option<Duration> {
     let started = Duration::from_secs(boot) + Duration::from_millis(start_ticks * 1000 / ticks);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
     Some(now.saturating_sub(started))
+}
+
+/// Seconds since the epoch at boot (`btime` in /proc/stat), read once per run.
+fn boot_time() -> Option<u64> {
+    static BOOT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 #[cfg(test)]

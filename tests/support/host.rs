@@ -102,6 +102,19 @@ impl Host {
         out.stdout_text()
     }
 
+    /// Installs the `.deb`, and the fixture app as release `v1` of /srv/api beside a
+    /// release `broken` that throws at start; `/srv/api/current` points at `v1`.
+    pub fn install_with_releases(&self, deb: &Path) {
+        self.ok(&format!("dpkg -i {}", deb.display()));
+        self.ok(&format!(
+            "mkdir -p /srv/api/releases/v1 /srv/api/releases/broken && \
+             cp -r {}/. /srv/api/releases/v1/ && \
+             echo \"throw new Error('this release is broken')\" > /srv/api/releases/broken/server.js && \
+             ln -s releases/v1 /srv/api/current",
+            super::APP_DIR
+        ));
+    }
+
     /// `systemctl show -p NAME --value UNIT`.
     pub fn property(&self, unit: &str, name: &str) -> String {
         self.ok(&format!("systemctl show -p {name} --value {unit}"))
