@@ -155,6 +155,13 @@ fn add_list_status_control_and_remove_apps() {
         "{broken}"
     );
 
+    // The shim keeps its status line where anyone can read it; its socket stays private.
+    assert_eq!(
+        host.ok("cat /run/nodeapp/api/status"),
+        host.property(UNIT, "StatusText")
+    );
+    assert_eq!(host.ok("stat -c %a /run/nodeapp/api/control"), "600");
+
     // status: one row per worker, with what the shim knows and /proc says.
     let workers = host.workers(UNIT);
     let status = nodeapp_ok(&host, "status api");

@@ -1,6 +1,8 @@
 //! `nodeapp ls`: every app in the config directory, with what systemd and the shim say
-//! about it. One `ListUnitsByPatterns` call for every unit's state, then one `GetAll` per
-//! app that is not inactive.
+//! about it. systemd has no call that returns properties of many units, and each D-Bus
+//! call costs about as much as reading a file: so one `ListUnitsByPatterns` for every
+//! state, then memory, CPU, main PID and status line from cgroupfs, /proc and the shim's
+//! status file, and D-Bus `Get`s (all sent at once) only for what only systemd knows.
 
 use super::systemd::{self, Props, Systemd, SERVICE};
 use super::table::{self, human_bytes, human_duration, Table, Tone};
@@ -88,12 +90,17 @@ fn fill_live(bus: &Systemd, rows: &mut [AppRow]) -> Outcome {
         })
         .collect();
     let mut asks = Vec::new();
+    let mut statuses = Vec::new();
     for &i in &live {
         let unit = systemd::service_unit(&rows[i].name);
         rows[i].memory = usage::memory(&unit);
         rows[i].cpu = usage::cpu(&unit);
         rows[i].main_pid = usage::main_pid(&unit);
-        let mut names = vec!["NRestarts", "StatusText"];
+        let status = usage::shim_status(&rows[i].name);
+        let mut names = vec!["NRestarts"];
+        if status.is_none() {
+            names.push("StatusText");
+        }
         if rows[i].main_pid.is_none() {
             names.push("MainPID");
         }
@@ -104,9 +111,10 @@ fn fill_live(bus: &Systemd, rows: &mut [AppRow]) -> Outcome {
             names.push("CPUUsageNSec");
         }
         asks.push((unit, names));
+        statuses.push(status);
     }
     let answers = bus.some_properties(&asks, SERVICE)?;
-    for (&i, props) in live.iter().zip(&answers) {
+    for ((&i, props), status) in live.iter().zip(&answers).zip(statuses) {
         let row = &mut rows[i];
         row.memory = row.memory.or_else(|| props.u64("MemoryCurrent"));
         row.cpu = row
@@ -117,7 +125,7 @@ fn fill_live(bus: &Systemd, rows: &mut [AppRow]) -> Outcome {
             .or_else(|| props.u64("MainPID").filter(|&p| p != 0));
         row.uptime = row.main_pid.and_then(usage::process_uptime);
         row.restarts = props.u64("NRestarts");
-        set_status(row, props.string("StatusText"));
+        set_status(row, status.unwrap_or_else(|| props.string("StatusText")));
     }
     Ok(())
 }

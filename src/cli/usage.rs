@@ -1,6 +1,7 @@
 //! Memory, CPU time and uptime read straight from cgroupfs and /proc: the same figures
 //! systemd reports as `MemoryCurrent` and `CPUUsageNSec`, without a D-Bus call each.
 
+use nodeapp::shim::{control, notify};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +60,13 @@ pub fn main_pid(unit: &str) -> Option<u64> {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             comm.trim() == "nodeapp-shim" && !cmdline.split(|&b| b == 0).any(|a| a == b"--reload")
         })
+}
+
+/// The status line the shim of app `name` keeps in its runtime directory, while it runs.
+pub fn shim_status(name: &str) -> Option<String> {
+    let path = control::unit_runtime_dir(name).join(notify::STATUS_FILE);
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(text.trim_end().to_string())
 }
 
 /// How long process `pid` has run: its start time in /proc/<pid>/stat (clock ticks after

@@ -42,9 +42,14 @@ pub fn socket_path(name: &str) -> PathBuf {
     runtime_dir().map_or_else(|| unit_socket_path(name), |d| d.join(SOCKET))
 }
 
-/// Where the unit `nodeapp@<name>.service` has its control socket, for tools outside it.
+/// The runtime directory of the unit `nodeapp@<name>.service`, for tools outside it.
+pub fn unit_runtime_dir(name: &str) -> PathBuf {
+    Path::new("/run/nodeapp").join(name)
+}
+
+/// Where the unit `nodeapp@<name>.service` has its control socket.
 pub fn unit_socket_path(name: &str) -> PathBuf {
-    Path::new("/run/nodeapp").join(name).join(SOCKET)
+    unit_runtime_dir(name).join(SOCKET)
 }
 
 /// How long a `status` request may take: the shim answers it at once unless it is stuck.

@@ -11,7 +11,7 @@
 pub mod control;
 mod journal;
 pub mod listeners;
-mod notify;
+pub mod notify;
 mod reload;
 mod signals;
 mod worker;
@@ -47,8 +47,9 @@ pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
     let signals = signals::block_and_open()?;
     let wanted = config.instances.workers();
     check_cwd(config).map_err(io::Error::other)?;
-    let control = match control::runtime_dir() {
-        Some(dir) => Some(control::Server::open(&dir)?),
+    let runtime_dir = control::runtime_dir();
+    let control = match &runtime_dir {
+        Some(dir) => Some(control::Server::open(dir)?),
         None => None,
     };
     let spec = WorkerSpec {
@@ -65,7 +66,7 @@ pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
         slots: vec![Slot::default(); wanted],
         signals,
         control,
-        notifier: Notifier::from_env(),
+        notifier: Notifier::from_env(runtime_dir.as_deref()),
         phase: Phase::Starting,
         reload: None,
         queued_reload: None,

@@ -1,18 +1,25 @@
 //! The service's state, told to systemd through sd_notify, or to the terminal under
-//! `nodeapp run`.
+//! `nodeapp run`. The status line is also kept in `$RUNTIME_DIRECTORY/status`: `nodeapp ls`
+//! reads it there for every app at once instead of asking systemd for each.
 
+use std::path::{Path, PathBuf};
 use tracing::{debug, info, warn};
+
+/// The status file's name in the runtime directory.
+pub const STATUS_FILE: &str = "status";
 
 pub struct Notifier {
     systemd: bool,
     last_status: String,
+    status_file: Option<PathBuf>,
 }
 
 impl Notifier {
-    pub fn from_env() -> Notifier {
+    pub fn from_env(runtime_dir: Option<&Path>) -> Notifier {
         Notifier {
             systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
             last_status: String::new(),
+            status_file: runtime_dir.map(|d| d.join(STATUS_FILE)),
         }
     }
 
@@ -21,7 +28,7 @@ impl Notifier {
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status(status),
         ]);
-        self.last_status = status.to_string();
+        self.remember(status);
         info!("ready: {status}");
     }
 
@@ -30,7 +37,7 @@ impl Notifier {
         if status == self.last_status {
             return;
         }
-        self.last_status = status.to_string();
+        self.remember(status);
         if self.systemd {
             self.send(&[sd_notify::NotifyState::Status(status)]);
         } else {
@@ -47,7 +54,7 @@ impl Notifier {
         ];
         state.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
         self.send(&state);
-        self.last_status = status.to_string();
+        self.remember(status);
     }
 
     pub fn stopping(&mut self, status: &str) {
@@ -55,8 +62,23 @@ impl Notifier {
             sd_notify::NotifyState::Stopping,
             sd_notify::NotifyState::Status(status),
         ]);
-        self.last_status = status.to_string();
+        self.remember(status);
         info!("{status}");
+    }
+
+    /// Keeps the status line, here and in the status file (replaced whole, so a reader
+    /// never sees half a line).
+    fn remember(&mut self, status: &str) {
+        self.last_status = status.to_string();
+        let Some(path) = &self.status_file else {
+            return;
+        };
+        let tmp = path.with_extension("new");
+        let written =
+            std::fs::write(&tmp, format!("{status}\n")).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            debug!("cannot write {}: {e}", path.display());
+        }
     }
 
     fn send(&self, state: &[sd_notify::NotifyState]) {
