@@ -17,3 +17,8 @@ pub const CANT_CREATE: u8 = 73;
 pub const NO_PERMISSION: u8 = 77;
 /// `nodeapp status`: the app is not running, as `systemctl status` says with 3 (LSB).
 pub const NOT_RUNNING: u8 = 3;
+/// The shim: the app could not start (a worker exited, or was not ready in time, before
+/// the service was ready). systemd's `Restart=` and start limits decide what comes next.
+pub const APP_CANNOT_START: u8 = 70;
+/// The shim: one worker slot failed `crash_loop_limit` times in a row.
+pub const CRASH_LOOP: u8 = 75;

@@ -78,6 +78,8 @@ pub struct Draft {
     pub ready_timeout: Option<String>,
     pub wait_ready: bool,
     pub stop_timeout: Option<String>,
+    /// Restart policy keys, as given (`restart_delay = "1s"`, `crash_loop_limit = 16`).
+    pub restart: Vec<(&'static str, Value)>,
     pub env: Vec<(String, String)>,
 }
 
@@ -117,6 +119,9 @@ impl Draft {
         }
         if let Some(t) = &self.stop_timeout {
             let _ = writeln!(out, "stop_timeout = {}", s(t));
+        }
+        for (key, value) in &self.restart {
+            let _ = writeln!(out, "{key} = {value}");
         }
         if !self.env.is_empty() {
             let env: toml::Table = self

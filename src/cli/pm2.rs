@@ -32,36 +32,71 @@ const UNMAPPED: &[(&str, &str)] = &[
     ("watch", "no file watching: deploy, then `nodeapp reload`"),
     ("ignore_watch", "no file watching"),
     ("watch_options", "no file watching"),
-    ("max_memory_restart", "not yet per worker; cap the whole app with MemoryMax= in `systemctl edit nodeapp@<name>`"),
-    ("cron_restart", "use a systemd timer whose service runs `systemctl restart nodeapp@<name>` (OnCalendar=)"),
-    ("autorestart", "crashed workers are always replaced; the service restarts on failure (Restart=)"),
-    ("min_uptime", "the shim replaces a crashed worker after 500 ms; systemd's Restart= and start limits cover the service"),
-    ("max_restarts", "systemd's StartLimitBurst= covers the service"),
-    ("restart_delay", "systemd's RestartSec= covers the service"),
-    ("exp_backoff_restart_delay", "systemd's RestartSec= covers the service"),
-    ("error_file", "logs go to the journal: `nodeapp logs <name>`"),
+    (
+        "max_memory_restart",
+        "not yet per worker; cap the whole app with MemoryMax= in `systemctl edit nodeapp@<name>`",
+    ),
+    (
+        "cron_restart",
+        "use a systemd timer whose service runs `systemctl restart nodeapp@<name>` (OnCalendar=)",
+    ),
+    (
+        "autorestart",
+        "crashed workers are always replaced; the service restarts on failure (Restart=)",
+    ),
+    (
+        "error_file",
+        "logs go to the journal: `nodeapp logs <name>`",
+    ),
     ("out_file", "logs go to the journal: `nodeapp logs <name>`"),
     ("log_file", "logs go to the journal: `nodeapp logs <name>`"),
     ("combine_logs", "logs go to the journal"),
     ("merge_logs", "logs go to the journal"),
-    ("log_date_format", "the journal timestamps every line: `journalctl -o short-iso`"),
-    ("log_type", "the journal stores structured fields: `journalctl -o json`"),
+    (
+        "log_date_format",
+        "the journal timestamps every line: `journalctl -o short-iso`",
+    ),
+    (
+        "log_type",
+        "the journal stores structured fields: `journalctl -o json`",
+    ),
     ("time", "the journal timestamps every line"),
-    ("disable_logs", "send output to /dev/null in the app, or StandardOutput=null in a drop-in"),
-    ("pid_file", "the main PID is `systemctl show -p MainPID nodeapp@<name>`"),
+    (
+        "disable_logs",
+        "send output to /dev/null in the app, or StandardOutput=null in a drop-in",
+    ),
+    (
+        "pid_file",
+        "the main PID is `systemctl show -p MainPID nodeapp@<name>`",
+    ),
     ("gid", "set Group= in `systemctl edit nodeapp@<name>`"),
-    ("shutdown_with_message", "workers drain on the stop signal (stop_signal), not on a message"),
-    ("stop_exit_codes", "the service's exit status is the shim's; RestartPreventExitStatus= in a drop-in"),
+    (
+        "shutdown_with_message",
+        "workers drain on the stop signal (stop_signal), not on a message",
+    ),
+    (
+        "stop_exit_codes",
+        "the service's exit status is the shim's; RestartPreventExitStatus= in a drop-in",
+    ),
     ("treekill", "KillMode=mixed: systemd kills the whole cgroup"),
     ("kill_retry_time", "no equivalent"),
     ("namespace", "no equivalent: units are named nodeapp@<name>"),
     ("vizion", "no equivalent"),
     ("post_update", "no equivalent"),
     ("force", "no equivalent"),
-    ("increment_var", "no equivalent; NODE_APP_INSTANCE is the worker's slot"),
-    ("filter_env", "workers get only the config's env and systemd's environment"),
+    (
+        "increment_var",
+        "no equivalent; NODE_APP_INSTANCE is the worker's slot",
+    ),
+    (
+        "filter_env",
+        "workers get only the config's env and systemd's environment",
+    ),
     ("append_env_name", "no equivalent"),
-    ("autostart", "use `nodeapp add --enable` / `systemctl enable`"),
+    (
+        "autostart",
+        "use `nodeapp add --enable` / `systemctl enable`",
+    ),
     ("pmx", "no equivalent"),
     ("automation", "no equivalent"),
     ("trace", "no equivalent"),
@@ -87,6 +122,10 @@ const MAPPED: &[&str] = &[
     "listen_timeout",
     "wait_ready",
     "source_map_support",
+    "min_uptime",
+    "max_restarts",
+    "restart_delay",
+    "exp_backoff_restart_delay",
 ];
 
 /// One app of the ecosystem file, converted.
@@ -315,6 +354,7 @@ fn draft(
     d.stop_timeout = millis("kill_timeout");
     d.ready_timeout = millis("listen_timeout");
     d.wait_ready = app.get("wait_ready").and_then(Value::as_bool) == Some(true);
+    restart_policy(app, &mut d);
 
     let mut env = Map::new();
     let empty = Map::new();
@@ -369,6 +409,33 @@ fn draft(
     Ok(d)
 }
 
+/// PM2's restart keys: `min_uptime` is how long a worker must run to count as started,
+/// `max_restarts` how many unstable restarts in a row it allows; `restart_delay` is a fixed
+/// wait, `exp_backoff_restart_delay` a first wait that grows ×1.5 up to 15 s.
+fn restart_policy(app: &Map<String, Value>, d: &mut Draft) {
+    let ms = |key: &str| app.get(key).and_then(Value::as_u64);
+    let duration = |ms: u64| toml::Value::String(format_duration(Duration::from_millis(ms)));
+    if let Some(ms) = ms("min_uptime") {
+        // nodeapp's shortest reset is 1 s.
+        d.restart
+            .push(("restart_reset_after", duration(ms.max(1000))));
+    }
+    if let Some(n) = ms("max_restarts") {
+        d.restart
+            .push(("crash_loop_limit", toml::Value::Integer(n.max(1) as i64)));
+    }
+    if let Some(first) = ms("exp_backoff_restart_delay") {
+        d.restart.push(("restart_delay", duration(first)));
+        d.restart.push(("restart_backoff", toml::Value::Float(1.5)));
+        d.restart
+            .push(("restart_delay_max", duration(15_000.max(first))));
+    } else if let Some(fixed) = ms("restart_delay") {
+        d.restart.push(("restart_delay", duration(fixed)));
+        d.restart.push(("restart_backoff", toml::Value::Integer(1)));
+        d.restart.push(("restart_delay_max", duration(fixed)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,6 +471,24 @@ mod tests {
         assert_eq!(t["user"].as_str(), Some("www"));
         assert_eq!(t["env"]["NODE_ENV"].as_str(), Some("production"));
         assert_eq!(t["env"]["PORT"].as_str(), Some("3000"));
+    }
+
+    #[test]
+    fn maps_pm2s_restart_policy() {
+        let c = one(
+            json!({
+                "name": "api", "script": "a.js", "env": {"PORT": 1},
+                "min_uptime": 5000, "max_restarts": 16, "exp_backoff_restart_delay": 100
+            }),
+            None,
+        );
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        let t: toml::Table = c.toml.unwrap().parse().unwrap();
+        assert_eq!(t["restart_reset_after"].as_str(), Some("5s"));
+        assert_eq!(t["crash_loop_limit"].as_integer(), Some(16));
+        assert_eq!(t["restart_delay"].as_str(), Some("100ms"));
+        assert_eq!(t["restart_backoff"].as_float(), Some(1.5));
+        assert_eq!(t["restart_delay_max"].as_str(), Some("15s"));
     }
 
     #[test]

@@ -6,10 +6,12 @@
 
 mod error;
 mod listen;
+mod restart;
 mod values;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use listen::ListenAddr;
+pub use restart::RestartPolicy;
 pub use values::{format_duration, parse_duration};
 
 use error::{at_offset, whole_file, Reporter};
@@ -55,6 +57,7 @@ pub struct Config {
     pub stop_timeout: Duration,
     /// What a worker is sent to make it drain.
     pub stop_signal: Signal,
+    pub restart: RestartPolicy,
 }
 
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -114,6 +117,11 @@ struct RawConfig {
     wait_ready: bool,
     stop_timeout: Option<Spanned<toml::Value>>,
     stop_signal: Option<Spanned<String>>,
+    restart_delay: Option<Spanned<toml::Value>>,
+    restart_delay_max: Option<Spanned<toml::Value>>,
+    restart_backoff: Option<Spanned<toml::Value>>,
+    restart_reset_after: Option<Spanned<toml::Value>>,
+    crash_loop_limit: Option<Spanned<toml::Value>>,
 }
 
 /// Reads and validates the config at `path`.
@@ -287,47 +295,15 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
         env.insert(key.into_inner(), text);
     }
 
-    let mut duration = |value: Option<Spanned<toml::Value>>,
-                        key: &str,
-                        default: Duration,
-                        range: RangeInclusive<Duration>| {
-        let Some(value) = value else { return default };
-        let parsed = match value.get_ref() {
-            toml::Value::String(s) => parse_duration(s),
-            other => Err(format!(
-                "is {}; write a duration as a string, e.g. \"{}\"",
-                describe(other),
-                format_duration(default)
-            )),
-        };
-        match parsed {
-            Ok(d) if range.contains(&d) => d,
-            Ok(d) => {
-                report.at(
-                    value.span(),
-                    key,
-                    format!(
-                        "{} is out of range; use {} to {}",
-                        format_duration(d),
-                        format_duration(*range.start()),
-                        format_duration(*range.end())
-                    ),
-                );
-                default
-            }
-            Err(why) => {
-                report.at(value.span(), key, why);
-                default
-            }
-        }
-    };
     let ready_timeout = duration(
+        &mut report,
         raw.ready_timeout,
         "ready_timeout",
         DEFAULT_READY_TIMEOUT,
         READY_TIMEOUTS,
     );
     let stop_timeout = duration(
+        &mut report,
         raw.stop_timeout,
         "stop_timeout",
         DEFAULT_STOP_TIMEOUT,
@@ -340,6 +316,60 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
             Signal::SIGTERM
         }),
     };
+
+    let defaults = RestartPolicy::default();
+    let mut restart = RestartPolicy {
+        delay: duration(
+            &mut report,
+            raw.restart_delay,
+            "restart_delay",
+            defaults.delay,
+            Duration::ZERO..=Duration::from_secs(60),
+        ),
+        max_delay: defaults.max_delay,
+        backoff: number(
+            &mut report,
+            raw.restart_backoff,
+            "restart_backoff",
+            defaults.backoff,
+            1.0..=10.0,
+            false,
+        ),
+        reset_after: duration(
+            &mut report,
+            raw.restart_reset_after,
+            "restart_reset_after",
+            defaults.reset_after,
+            Duration::from_secs(1)..=Duration::from_secs(3600),
+        ),
+        crash_loop_limit: number(
+            &mut report,
+            raw.crash_loop_limit,
+            "crash_loop_limit",
+            f64::from(defaults.crash_loop_limit),
+            1.0..=1000.0,
+            true,
+        ) as u32,
+    };
+    let max_span = raw.restart_delay_max.as_ref().map(|v| v.span());
+    restart.max_delay = duration(
+        &mut report,
+        raw.restart_delay_max,
+        "restart_delay_max",
+        defaults.max_delay.max(restart.delay),
+        Duration::ZERO..=Duration::from_secs(600),
+    );
+    if restart.max_delay < restart.delay {
+        report.at(
+            max_span.unwrap_or(whole.clone()),
+            "restart_delay_max",
+            format!(
+                "{} is less than restart_delay ({}); the cap must be at least the first delay",
+                format_duration(restart.max_delay),
+                format_duration(restart.delay)
+            ),
+        );
+    }
 
     report.finish()?;
     Ok(Config {
@@ -358,6 +388,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
         wait_ready: raw.wait_ready,
         stop_timeout,
         stop_signal,
+        restart,
     })
 }
 
@@ -448,6 +479,80 @@ fn describe(v: &toml::Value) -> String {
         toml::Value::Datetime(d) => format!("the date {d}"),
         toml::Value::Array(_) => "a list".into(),
         toml::Value::Table(_) => "a table".into(),
+    }
+}
+
+/// A duration in `range`: `default` when absent, reported when wrong.
+fn duration(
+    report: &mut Reporter,
+    value: Option<Spanned<toml::Value>>,
+    key: &str,
+    default: Duration,
+    range: RangeInclusive<Duration>,
+) -> Duration {
+    let Some(value) = value else { return default };
+    let parsed = match value.get_ref() {
+        toml::Value::String(s) => parse_duration(s),
+        other => Err(format!(
+            "is {}; write a duration as a string, e.g. \"{}\"",
+            describe(other),
+            format_duration(default)
+        )),
+    };
+    match parsed {
+        Ok(d) if range.contains(&d) => d,
+        Ok(d) => {
+            report.at(
+                value.span(),
+                key,
+                format!(
+                    "{} is out of range; use {} to {}",
+                    format_duration(d),
+                    format_duration(*range.start()),
+                    format_duration(*range.end())
+                ),
+            );
+            default
+        }
+        Err(why) => {
+            report.at(value.span(), key, why);
+            default
+        }
+    }
+}
+
+/// A number in `range` (an integer if `whole`): `default` when absent, reported when
+/// wrong.
+fn number(
+    report: &mut Reporter,
+    value: Option<Spanned<toml::Value>>,
+    key: &str,
+    default: f64,
+    range: RangeInclusive<f64>,
+    whole: bool,
+) -> f64 {
+    let Some(value) = value else { return default };
+    let n = match value.get_ref() {
+        toml::Value::Integer(n) => Some(*n as f64),
+        toml::Value::Float(x) if !whole && x.is_finite() => Some(*x),
+        _ => None,
+    };
+    match n {
+        Some(n) if range.contains(&n) => n,
+        _ => {
+            let kind = if whole { "a whole number" } else { "a number" };
+            report.at(
+                value.span(),
+                key,
+                format!(
+                    "is {}; expected {kind} from {} to {}",
+                    describe(value.get_ref()),
+                    range.start(),
+                    range.end()
+                ),
+            );
+            default
+        }
     }
 }
 

@@ -302,3 +302,52 @@ fn timeouts_and_the_stop_signal_have_defaults_and_limits() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_restart_policy_has_defaults_and_limits() {
+    let base = "script = \"a.js\"\ncwd = \"/srv/a\"\nlisten = [\"127.0.0.1:8080\"]\n";
+    assert_eq!(parse_str(base).unwrap().restart, RestartPolicy::default());
+
+    let c = parse_str(&format!(
+        "{base}restart_delay = \"1s\"\nrestart_backoff = 1.5\nrestart_delay_max = \"1m\"\n\
+         restart_reset_after = \"10s\"\ncrash_loop_limit = 16\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.restart,
+        RestartPolicy {
+            delay: Duration::from_secs(1),
+            backoff: 1.5,
+            max_delay: Duration::from_secs(60),
+            reset_after: Duration::from_secs(10),
+            crash_loop_limit: 16,
+        }
+    );
+
+    let e = errors(&format!(
+        "{base}restart_backoff = \"fast\"\ncrash_loop_limit = 2.5\nrestart_reset_after = \"0s\"\n"
+    ));
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].contains(
+            ":4:19: `restart_backoff`: is the string \"fast\"; expected a number from 1 to 10"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e[1].contains(":5:20: `crash_loop_limit`: is 2.5; expected a whole number from 1 to 1000"),
+        "{e:?}"
+    );
+    assert!(
+        e[2].contains("`restart_reset_after`: 0s is out of range; use 1s to 1h"),
+        "{e:?}"
+    );
+
+    let e = errors(&format!(
+        "{base}restart_delay = \"20s\"\nrestart_delay_max = \"5s\"\n"
+    ));
+    assert!(
+        e[0].contains(":5:21: `restart_delay_max`: 5s is less than restart_delay (20s)"),
+        "{e:?}"
+    );
+}

@@ -18,7 +18,8 @@ mod worker;
 
 pub use worker::WorkerSpec;
 
-use crate::config::Config;
+use crate::config::{format_duration, Config};
+use crate::exit;
 use listeners::Listeners;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -35,9 +36,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 use worker::{Message, Role, Worker};
-
-/// How long a replaced worker's slot stays empty; crash-loop backoff builds on this.
-const RESPAWN_DELAY: Duration = Duration::from_millis(500);
 
 /// Where the preload is installed; `NODEAPP_PRELOAD` overrides it.
 const INSTALLED_PRELOAD: &str = "/usr/lib/nodeapp/preload.cjs";
@@ -71,6 +69,7 @@ pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
         reload: None,
         queued_reload: None,
         reload_failure: None,
+        exit: None,
     };
     Ok(supervisor.run())
 }
@@ -137,6 +136,8 @@ struct Supervisor {
     queued_reload: Option<Vec<control::Client>>,
     /// Why the last reload failed, until one succeeds; shown in the status.
     reload_failure: Option<String>,
+    /// Set when the shim gives up: its exit status, and why.
+    exit: Option<(u8, String)>,
 }
 
 /// One place for a worker, numbered from 0 (`NODE_APP_INSTANCE`).
@@ -146,6 +147,8 @@ struct Slot {
     respawn_at: Option<Instant>,
     /// Workers replaced because they died, not because of a reload.
     restarts: u32,
+    /// Failures in a row, each within `restart_reset_after` of its start.
+    failures: u32,
 }
 
 /// What woke `poll`.
@@ -175,7 +178,13 @@ impl Supervisor {
             self.wait_and_dispatch();
         }
         info!("all workers stopped");
-        ExitCode::SUCCESS
+        match self.exit {
+            Some((code, why)) => {
+                error!("exiting with status {code}: {why}");
+                ExitCode::from(code)
+            }
+            None => ExitCode::SUCCESS,
+        }
     }
 
     /// Blocks until a signal, a control request, a worker message or the next deadline,
@@ -299,9 +308,14 @@ impl Supervisor {
     /// Collects every exited worker; a serving worker that exits gets a replacement.
     fn reap_workers(&mut self) {
         loop {
-            let (pid, how) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, format!("exited with status {code}")),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, format!("was killed by {sig}")),
+            // `exited`: the worker ended itself, rather than being killed by a signal.
+            let (pid, how, exited) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    (pid, format!("exited with status {code}"), true)
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    (pid, format!("was killed by {sig}"), false)
+                }
                 Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
                 Ok(_) => continue,
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -325,23 +339,78 @@ impl Supervisor {
                 Role::Serving if self.phase == Phase::Stopping => {
                     info!("worker {slot} (pid {pid}) {how}")
                 }
-                Role::Serving => {
-                    warn!(
-                        "worker {slot} (pid {pid}) {how} after {uptime:.1}s; replacing it in {} ms",
-                        RESPAWN_DELAY.as_millis()
+                // An app that exits before it is ready cannot start; retrying it here
+                // would only hide that from systemd. A worker killed from outside (the
+                // OOM killer, an operator) is replaced like any crash.
+                Role::Serving if self.phase == Phase::Starting && exited && !worker.is_ready() => {
+                    self.halt(
+                        exit::APP_CANNOT_START,
+                        format!(
+                            "worker {slot} (pid {pid}) {how} after {uptime:.1}s, before it was \
+                             ready: the app cannot start"
+                        ),
                     );
-                    if let Some(s) = self.slots.get_mut(slot) {
-                        s.respawn_at = Some(Instant::now() + RESPAWN_DELAY);
-                        s.restarts += 1;
-                    }
                 }
+                Role::Serving => self.schedule_respawn(slot, pid, &how, worker.started),
             }
         }
+    }
+
+    /// A serving worker died: its slot gets a new one after the backoff, unless the slot
+    /// keeps failing, in which case the shim gives up.
+    fn schedule_respawn(&mut self, slot: usize, pid: Pid, how: &str, started: Instant) {
+        let policy = self.spec.config.restart;
+        let uptime = started.elapsed();
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        s.restarts += 1;
+        s.failures = if uptime >= policy.reset_after {
+            1
+        } else {
+            s.failures + 1
+        };
+        if s.failures >= policy.crash_loop_limit {
+            let why = format!(
+                "worker {slot} failed {} times in a row, each within {} of its start \
+                 (crash_loop_limit); the last (pid {pid}) {how}",
+                s.failures,
+                format_duration(policy.reset_after)
+            );
+            self.halt(exit::CRASH_LOOP, why);
+            return;
+        }
+        let delay = policy.delay_after(s.failures);
+        s.respawn_at = Some(Instant::now() + delay);
+        warn!(
+            "worker {slot} (pid {pid}) {how} after {:.1}s; replacing it in {} (failure {} of \
+             {} in a row)",
+            uptime.as_secs_f64(),
+            format_duration(delay),
+            s.failures,
+            policy.crash_loop_limit
+        );
+    }
+
+    /// Gives up: drains every worker, then exits with `code`, which tells systemd the
+    /// service failed; its `Restart=` and start limits take over (gunicorn's rule).
+    fn halt(&mut self, code: u8, why: String) {
+        if self.phase == Phase::Stopping {
+            return;
+        }
+        error!("{why}; stopping the service");
+        self.begin_stop(&format!("failed: {why}"));
+        self.exit = Some((code, why));
     }
 
     /// Asks every worker to drain; each is killed if still running after `stop_timeout`.
     fn stop(&mut self, sig: Signal) {
         info!("{sig}: stopping {} workers", self.workers.len());
+        let live = self.workers.len();
+        self.begin_stop(&format!("stopping: draining {live} workers"));
+    }
+
+    fn begin_stop(&mut self, status: &str) {
         // Stopping first: a reload cut short must not tell systemd READY=1 on its way out.
         self.phase = Phase::Stopping;
         self.fail_reload("the service is stopping".into());
@@ -350,9 +419,7 @@ impl Supervisor {
                 w.reply(false, "the service is stopping");
             }
         }
-        let live = self.workers.len();
-        self.notifier
-            .stopping(&format!("stopping: draining {live} workers"));
+        self.notifier.stopping(status);
         self.workers.iter_mut().for_each(Worker::drain);
     }
 
@@ -360,6 +427,7 @@ impl Supervisor {
     fn enforce_deadlines(&mut self) {
         let now = Instant::now();
         let mut failed_candidate = None;
+        let mut cannot_start = None;
         for w in &mut self.workers {
             if w.ready_deadline().is_some_and(|at| at <= now) {
                 let waited = w.ready_timeout().as_secs_f64();
@@ -371,11 +439,14 @@ impl Supervisor {
                     ));
                     w.role = Role::Draining;
                 } else {
-                    warn!(
-                        "worker {} (pid {}) not ready within {waited}s (ready_timeout): \
-                         killing it",
+                    let why = format!(
+                        "worker {} (pid {}) not ready within {waited}s (ready_timeout)",
                         w.slot, w.pid
                     );
+                    warn!("{why}: killing it");
+                    if self.phase == Phase::Starting {
+                        cannot_start = Some(why);
+                    }
                 }
                 w.kill();
             } else if w.drain_deadline.is_some_and(|at| at <= now) && !w.killed {
@@ -391,6 +462,12 @@ impl Supervisor {
         }
         if let Some(why) = failed_candidate {
             self.fail_reload(why);
+        }
+        if let Some(why) = cannot_start {
+            self.halt(
+                exit::APP_CANNOT_START,
+                format!("{why}: the app cannot start"),
+            );
         }
     }
 
@@ -417,11 +494,14 @@ impl Supervisor {
                     self.slots[slot].respawn_at = None;
                 }
                 Err(e) => {
+                    let s = &mut self.slots[slot];
+                    s.failures += 1;
+                    let delay = self.spec.config.restart.delay_after(s.failures);
                     error!(
-                        "worker {slot}: {e}; trying again in {} ms",
-                        RESPAWN_DELAY.as_millis()
+                        "worker {slot}: {e}; trying again in {}",
+                        format_duration(delay)
                     );
-                    self.slots[slot].respawn_at = Some(now + RESPAWN_DELAY);
+                    s.respawn_at = Some(now + delay);
                 }
             }
         }
@@ -448,8 +528,11 @@ impl Supervisor {
             }
             Phase::Stopping => {
                 let live = self.workers.len();
-                self.notifier
-                    .status(&format!("stopping: draining {live} workers"))
+                let status = match &self.exit {
+                    Some((_, why)) => format!("failed: {why}"),
+                    None => format!("stopping: draining {live} workers"),
+                };
+                self.notifier.status(&status)
             }
         }
     }

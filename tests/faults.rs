@@ -1,0 +1,86 @@
+//! Bad days on a real systemd 252 (PID 1 in namespaces) with the `.deb` installed: an app
+//! that cannot start, and a slot that crash-loops, make the shim exit with a status that
+//! says which, systemd's `Restart=` and start limits take over, and `systemctl status`
+//! says why. Needs root and `NODEAPP_DEB` (tests/run sets both up); skipped loudly otherwise.
+
+mod support;
+
+use std::time::Duration;
+use support::host::{deb_under_test, Host};
+use support::wait_until;
+
+const UNIT: &str = "nodeapp@api.service";
+
+fn config(host: &Host, extra: &str) {
+    host.ok(&format!(
+        "cat > /etc/nodeapp/api.toml <<'EOF'\nscript = \"server.js\"\ncwd = \"/srv/api/current\"\n\
+         instances = 2\nlisten = [\"127.0.0.1:8080\"]\n{extra}\nEOF\nsystemctl daemon-reload"
+    ));
+}
+
+#[test]
+fn an_app_that_cannot_start_fails_the_unit_with_the_reason() {
+    let Some(deb) = deb_under_test() else { return };
+    let host = Host::boot("faults-boot");
+    host.install_with_releases(&deb);
+    host.ok("ln -sfn releases/broken /srv/api/current");
+    config(&host, "");
+
+    // systemctl start waits for READY=1, which never comes: the start job fails.
+    assert!(!host.sh(&format!("systemctl start {UNIT}")).status.success());
+    assert_eq!(host.property(UNIT, "ExecMainStatus"), "70");
+    assert_eq!(host.property(UNIT, "Result"), "exit-code");
+    let journal = host.journal(UNIT);
+    assert!(
+        journal.contains("before it was ready: the app cannot start"),
+        "{journal}"
+    );
+    // Restart=on-failure tries again each second until the start limit stops it.
+    let mut state = String::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            state = host.property(UNIT, "ActiveState");
+            state == "failed" && host.property(UNIT, "NRestarts").parse::<u32>().unwrap() >= 2
+        }),
+        "{state}, {} restarts",
+        host.property(UNIT, "NRestarts")
+    );
+    let status = host.sh(&format!("systemctl status --no-pager -n 20 {UNIT}"));
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("status=70"), "{status}");
+    assert!(status.contains("the app cannot start"), "{status}");
+
+    // The fixed release starts once the failed state is cleared.
+    host.ok("ln -sfn releases/v1 /srv/api/current");
+    host.ok(&format!("systemctl reset-failed {UNIT} && systemctl start {UNIT}"));
+    host.wait_active(UNIT);
+}
+
+#[test]
+fn a_crash_looping_worker_stops_the_unit_after_the_backoff() {
+    let Some(deb) = deb_under_test() else { return };
+    let host = Host::boot("faults-loop");
+    host.install_with_releases(&deb);
+    config(
+        &host,
+        "restart_delay = \"100ms\"\ncrash_loop_limit = 3\n[env]\nCRASH_AFTER_MS = \"300\"",
+    );
+    host.ok(&format!("systemctl start {UNIT}"));
+    // Both slots crash 300 ms after listening, come back after 100 ms, 200 ms, then the
+    // third crash in a row ends the shim with 75; systemd restarts the service.
+    assert!(
+        wait_until(Duration::from_secs(30), || host
+            .property(UNIT, "NRestarts")
+            .parse::<u32>()
+            .unwrap()
+            >= 1),
+        "the unit was not restarted:\n{}",
+        host.journal(UNIT)
+    );
+    let journal = host.journal(UNIT);
+    assert!(
+        journal.contains("failed 3 times in a row") && journal.contains("status=75"),
+        "{journal}"
+    );
+    assert!(journal.contains("replacing it in 200ms (failure 2 of 3 in a row)"), "{journal}");
+}

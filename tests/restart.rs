@@ -1,0 +1,139 @@
+//! The restart policy, on the shim under `nodeapp run` with real `node` workers: crashed
+//! workers come back after a growing delay; a slot that keeps failing, or an app that
+//! cannot start, makes the shim exit with a status that says which, so that systemd's
+//! `Restart=` and start limits take over. No root needed.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+const NODEAPP: &str = env!("CARGO_BIN_EXE_nodeapp");
+
+/// `nodeapp run` on the fixture app with `extra` config lines; its log goes to `log`.
+fn run(dir: &Path, extra: &str, log: &Path) -> Proc {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = app_config(dir, "api", &[port.to_string()], extra);
+    let mut cmd = Command::new(NODEAPP);
+    cmd.arg("run")
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    Proc::spawn(&mut cmd)
+}
+
+fn lines_with(log: &Path, needle: &str) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_crash_looping_slot_backs_off_then_stops_the_shim() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut shim = run(
+        dir.path(),
+        "instances = 1\nrestart_delay = \"100ms\"\nrestart_backoff = 2\n\
+         restart_delay_max = \"400ms\"\ncrash_loop_limit = 5\nrestart_reset_after = \"20s\"\n\
+         [env]\nCRASH_AFTER_MS = \"150\"",
+        &log,
+    );
+    let status = shim
+        .wait_timeout(Duration::from_secs(30))
+        .expect("the shim gave up on a crash loop");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(75), "{text}");
+    let waits: Vec<String> = lines_with(&log, "replacing it in")
+        .iter()
+        .map(|l| {
+            l.split("replacing it in ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(waits, ["100ms", "200ms", "400ms", "400ms"], "{text}");
+    assert!(
+        text.contains("worker 0 failed 5 times in a row") && text.contains("crash_loop_limit"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_worker_that_ran_long_enough_starts_the_backoff_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut shim = run(
+        dir.path(),
+        "instances = 1\nrestart_delay = \"100ms\"\ncrash_loop_limit = 2\n\
+         restart_reset_after = \"1s\"\n[env]\nCRASH_AFTER_MS = \"1300\"",
+        &log,
+    );
+    // Each worker runs past restart_reset_after before it crashes: never a loop.
+    assert!(wait_until(Duration::from_secs(20), || {
+        lines_with(&log, "replacing it in").len() >= 3
+    }));
+    assert!(
+        shim.child.try_wait().unwrap().is_none(),
+        "the shim kept going"
+    );
+    for line in lines_with(&log, "replacing it in") {
+        assert!(
+            line.contains("in 100ms (failure 1 of 2 in a row)"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn an_app_that_cannot_start_stops_the_shim_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut shim = run(
+        dir.path(),
+        "instances = 2\n[env]\nTHROW_AT_START = \"1\"",
+        &log,
+    );
+    let status = shim
+        .wait_timeout(Duration::from_secs(15))
+        .expect("the shim gave up");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(70), "{text}");
+    assert!(
+        text.contains("before it was ready: the app cannot start"),
+        "{text}"
+    );
+    assert!(lines_with(&log, "replacing it in").is_empty(), "{text}");
+}
+
+#[test]
+fn a_worker_never_ready_at_start_stops_the_shim_at_ready_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut shim = run(
+        dir.path(),
+        "instances = 1\nwait_ready = true\nready_timeout = \"1s\"",
+        &log,
+    );
+    let status = shim
+        .wait_timeout(Duration::from_secs(15))
+        .expect("the shim gave up");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(70), "{text}");
+    assert!(
+        text.contains("not ready within 1s (ready_timeout): the app cannot start"),
+        "{text}"
+    );
+}
