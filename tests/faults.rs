@@ -52,7 +52,9 @@ fn an_app_that_cannot_start_fails_the_unit_with_the_reason() {
 
     // The fixed release starts once the failed state is cleared.
     host.ok("ln -sfn releases/v1 /srv/api/current");
-    host.ok(&format!("systemctl reset-failed {UNIT} && systemctl start {UNIT}"));
+    host.ok(&format!(
+        "systemctl reset-failed {UNIT} && systemctl start {UNIT}"
+    ));
     host.wait_active(UNIT);
 }
 
@@ -82,5 +84,8 @@ fn a_crash_looping_worker_stops_the_unit_after_the_backoff() {
         journal.contains("failed 3 times in a row") && journal.contains("status=75"),
         "{journal}"
     );
-    assert!(journal.contains("replacing it in 200ms (failure 2 of 3 in a row)"), "{journal}");
+    assert!(
+        journal.contains("replacing it in 200ms (failure 2 of 3 in a row)"),
+        "{journal}"
+    );
 }
