@@ -1,12 +1,14 @@
 //! Bad days on a real systemd 252 (PID 1 in namespaces) with the `.deb` installed: an app
 //! that cannot start, and a slot that crash-loops, make the shim exit with a status that
 //! says which, systemd's `Restart=` and start limits take over, and `systemctl status`
-//! says why. Needs root and `NODEAPP_DEB` (tests/run sets both up); skipped loudly otherwise.
+//! says why; a shim killed with SIGKILL is restarted with no old worker left, and the
+//! connections that came meanwhile are served. Needs root and `NODEAPP_DEB` (tests/run sets both up); skipped loudly otherwise.
 
 mod support;
 
 use std::time::Duration;
 use support::host::{deb_under_test, Host};
+use support::load::Load;
 use support::wait_until;
 
 const UNIT: &str = "nodeapp@api.service";
@@ -88,4 +90,56 @@ fn a_crash_looping_worker_stops_the_unit_after_the_backoff() {
         journal.contains("replacing it in 200ms (failure 2 of 3 in a row)"),
         "{journal}"
     );
+}
+
+#[test]
+fn a_killed_shim_is_restarted_and_the_connections_meanwhile_are_served() {
+    let Some(deb) = deb_under_test() else { return };
+    let host = Host::boot("faults-kill");
+    host.install_with_releases(&deb);
+    config(&host, "");
+    host.ok(&format!("systemctl start nodeapp@api.socket {UNIT}"));
+    host.wait_active(UNIT);
+    let shim = host.property(UNIT, "MainPID");
+    let workers = host.workers(UNIT);
+    const CLIENTS: u64 = 4;
+
+    let traffic = Load::start("127.0.0.1:8080".parse().unwrap(), Some(host.netns()), 4);
+    std::thread::sleep(Duration::from_millis(500));
+    host.ok(&format!("kill -KILL {shim}"));
+    let mut main = String::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            main = host.property(UNIT, "MainPID");
+            main != shim && main != "0" && host.property(UNIT, "ActiveState") == "active"
+        }),
+        "not restarted:\n{}",
+        host.journal(UNIT)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (keep, close) = traffic.finish();
+    eprintln!(
+        "shim killed under load: kept-alive {} ok, {} failed; per-request {} ok, {} failed",
+        keep.ok, keep.failed, close.ok, close.failed
+    );
+
+    // The workers die with the shim (PR_SET_PDEATHSIG), so each client may lose the one
+    // request it had in flight on them; every connection made while the service was down
+    // waited in the socket's backlog and was served by the new workers.
+    assert!(
+        keep.failed <= CLIENTS && close.failed <= CLIENTS,
+        "kept-alive {keep:?}\nper-request {close:?}"
+    );
+    let new_workers = host.workers(UNIT);
+    assert!(
+        close.pids.iter().any(|p| new_workers.contains(p)),
+        "the new workers served: {new_workers:?}, {close:?}"
+    );
+    for pid in &workers {
+        assert!(
+            !host.sh(&format!("test -d /proc/{pid}")).status.success(),
+            "old worker {pid} survived the shim"
+        );
+    }
+    assert_eq!(host.property(UNIT, "NRestarts"), "1");
 }
