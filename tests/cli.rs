@@ -104,6 +104,15 @@ fn add_list_status_control_and_remove_apps() {
         err.contains("/etc/nodeapp/web.toml") && err.contains("listen"),
         "{err}"
     );
+    let err = nodeapp_fails(
+        &host,
+        "add web --script x.js --cwd /srv --listen 127.0.0.1:9 --user ghost",
+        78,
+    );
+    assert!(
+        err.contains("\"ghost\" does not exist on this system"),
+        "{err}"
+    );
     host.ok("test ! -e /etc/nodeapp/web.toml");
 
     // An app that is only defined, and a config the generator skips.

@@ -171,6 +171,8 @@ pub fn write_config(name: &str, text: &str, force: bool) -> Result<PathBuf, Fail
         )));
     }
     config::parse(&path, text.as_bytes())
+        .map_err(|e| e.to_string())
+        .and_then(|c| files::check_on_this_host(&c))
         .map_err(|e| Failure::config(format!("{e}\n{} was not written", path.display())))?;
     let cant = |e: std::io::Error| {
         Failure::new(

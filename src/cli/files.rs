@@ -1,7 +1,8 @@
 //! Verbs that work on config files alone: `run`, `check`, `render`.
 
 use super::{Failure, Outcome};
-use nodeapp::{config, exit, generator, logging, shim};
+use nodeapp::config::{self, Config};
+use nodeapp::{exit, generator, logging, shim};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -30,6 +31,34 @@ pub fn run(path: &Path) -> ExitCode {
             ExitCode::from(exit::OS_ERROR)
         }
     }
+}
+
+/// Checks what the generator must not look up, because at early boot the user database
+/// may not be reachable yet (LDAP, sssd): whether `user` exists here. systemd itself would
+/// fail the start with status 217/USER.
+pub fn check_on_this_host(config: &Config) -> Result<(), String> {
+    let Some(user) = &config.user else {
+        return Ok(());
+    };
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!(
+            "{}: `user`: {user:?} does not exist on this system; create it, or leave `user` \
+             out to run as the package's `nodeapp` user",
+            config.path.display()
+        )),
+        Err(e) => Err(format!(
+            "{}: `user`: cannot look up {user:?}: {e}",
+            config.path.display()
+        )),
+    }
+}
+
+/// Loads a config as the generator does, then checks it against this host.
+pub fn load_here(path: &Path) -> Result<Config, String> {
+    let config = config::load(path).map_err(|e| e.to_string())?;
+    check_on_this_host(&config)?;
+    Ok(config)
 }
 
 /// A file path as given, or `/etc/nodeapp/<name>.toml` for a bare app name.
@@ -72,7 +101,7 @@ pub fn check(targets: &[String]) -> Outcome {
     };
     let mut bad = 0;
     for path in &paths {
-        match config::load(path) {
+        match load_here(path) {
             Ok(c) => println!("{}: ok ({})", path.display(), c.name),
             Err(errors) => {
                 bad += 1;

@@ -3,7 +3,6 @@
 
 use super::systemd::{self, Job, Systemd, UNIT};
 use super::{files, Failure, Outcome};
-use nodeapp::config;
 
 pub fn start(name: &str) -> Outcome {
     let bus = prepare(name)?;
@@ -48,7 +47,7 @@ fn prepare(name: &str) -> Result<Systemd, Failure> {
             path.display()
         )));
     }
-    config::load(&path).map_err(|e| Failure::config(format!("{e}\nnothing was changed")))?;
+    files::load_here(&path).map_err(|e| Failure::config(format!("{e}\nnothing was changed")))?;
     let bus = Systemd::connect()?;
     let stale = [systemd::service_unit(name), systemd::socket_unit(name)]
         .iter()
