@@ -1,10 +1,12 @@
 //! The restart policy, on the shim under `nodeapp run` with real `node` workers: crashed
 //! workers come back after a growing delay; a slot that keeps failing, or an app that
 //! cannot start, makes the shim exit with a status that says which, so that systemd's
-//! `Restart=` and start limits take over. No root needed.
+//! `Restart=` and start limits take over. A worker whose event loop is blocked stops
+//! sending heartbeats and is aborted and replaced. No root needed.
 
 mod support;
 
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -14,6 +16,11 @@ const NODEAPP: &str = env!("CARGO_BIN_EXE_nodeapp");
 
 /// `nodeapp run` on the fixture app with `extra` config lines; its log goes to `log`.
 fn run(dir: &Path, extra: &str, log: &Path) -> Proc {
+    run_on(dir, extra, log).0
+}
+
+/// As [`run`], and the address it serves.
+fn run_on(dir: &Path, extra: &str, log: &Path) -> (Proc, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -24,7 +31,30 @@ fn run(dir: &Path, extra: &str, log: &Path) -> Proc {
         .arg(cfg)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap());
-    Proc::spawn(&mut cmd)
+    // Aborted workers must not leave core files in the fixture's directory.
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let none = nix::libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            nix::libc::setrlimit(nix::libc::RLIMIT_CORE, &none);
+            Ok(())
+        });
+    }
+    (Proc::spawn(&mut cmd), port)
+}
+
+/// The PID that answered `GET /` on `addr`, if one did.
+fn answered_by(addr: SocketAddr) -> Option<u32> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let r = request(stream, "/").ok()?;
+    r.head
+        .starts_with("HTTP/1.1 200")
+        .then(|| served_by(&r.body))
 }
 
 fn lines_with(log: &Path, needle: &str) -> Vec<String> {
@@ -112,4 +142,56 @@ fn a_worker_never_ready_at_start_stops_the_shim_at_ready_timeout() {
         70,
         "not ready within 1s (ready_timeout): the app cannot start",
     );
+}
+
+#[test]
+fn a_worker_whose_event_loop_is_blocked_is_aborted_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let (mut shim, addr) = run_on(
+        dir.path(),
+        "instances = 1\nheartbeat_timeout = \"1s\"",
+        &log,
+    );
+    let mut first = None;
+    assert!(wait_until(Duration::from_secs(15), || {
+        first = answered_by(addr);
+        first.is_some()
+    }));
+    shim.track_children();
+    // Idle is not hung: the heartbeat timer keeps running.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        answered_by(addr),
+        first,
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+
+    let blocker = std::thread::spawn(move || {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        request(stream, "/block/30000").is_ok()
+    });
+    let mut now = None;
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            now = answered_by(addr);
+            now.is_some() && now != first
+        }),
+        "not replaced: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(
+        !blocker.join().unwrap(),
+        "the blocked request died with its worker"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("sent no heartbeat for 1s (heartbeat_timeout): its event loop is blocked; sending SIGABRT"),
+        "{text}"
+    );
+    assert!(text.contains("was killed by SIGABRT"), "{text}");
 }

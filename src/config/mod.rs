@@ -58,10 +58,13 @@ pub struct Config {
     /// What a worker is sent to make it drain.
     pub stop_signal: Signal,
     pub restart: RestartPolicy,
+    /// How long a ready worker may go without a heartbeat before it counts as hung.
+    pub heartbeat_timeout: Duration,
 }
 
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_TIMEOUTS: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(3600);
 const STOP_TIMEOUTS: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
@@ -122,6 +125,7 @@ struct RawConfig {
     restart_backoff: Option<Spanned<toml::Value>>,
     restart_reset_after: Option<Spanned<toml::Value>>,
     crash_loop_limit: Option<Spanned<toml::Value>>,
+    heartbeat_timeout: Option<Spanned<toml::Value>>,
 }
 
 /// Reads and validates the config at `path`.
@@ -317,6 +321,13 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
         }),
     };
 
+    let heartbeat_timeout = duration(
+        &mut report,
+        raw.heartbeat_timeout,
+        "heartbeat_timeout",
+        DEFAULT_HEARTBEAT_TIMEOUT,
+        Duration::from_secs(1)..=Duration::from_secs(3600),
+    );
     let defaults = RestartPolicy::default();
     let mut restart = RestartPolicy {
         delay: duration(
@@ -389,6 +400,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
         stop_timeout,
         stop_signal,
         restart,
+        heartbeat_timeout,
     })
 }
 

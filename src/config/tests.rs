@@ -351,3 +351,19 @@ fn the_restart_policy_has_defaults_and_limits() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_heartbeat_timeout_has_a_default_and_limits() {
+    let base = "script = \"a.js\"\ncwd = \"/srv/a\"\nlisten = [\"127.0.0.1:8080\"]\n";
+    assert_eq!(
+        parse_str(base).unwrap().heartbeat_timeout,
+        DEFAULT_HEARTBEAT_TIMEOUT
+    );
+    let c = parse_str(&format!("{base}heartbeat_timeout = \"5s\"\n")).unwrap();
+    assert_eq!(c.heartbeat_timeout, Duration::from_secs(5));
+    let e = errors(&format!("{base}heartbeat_timeout = \"500ms\"\n"));
+    assert!(
+        e[0].contains(":4:21: `heartbeat_timeout`: 500ms is out of range; use 1s to 1h"),
+        "{e:?}"
+    );
+}

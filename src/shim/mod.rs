@@ -449,6 +449,23 @@ impl Supervisor {
                     }
                 }
                 w.kill();
+            } else if w.hung_deadline().is_some_and(|at| at <= now) {
+                warn!(
+                    "worker {} (pid {}) sent no heartbeat for {} (heartbeat_timeout): its \
+                     event loop is blocked; sending SIGABRT",
+                    w.slot,
+                    w.pid,
+                    format_duration(w.heartbeat_timeout())
+                );
+                w.abort();
+            } else if w.abort_deadline().is_some_and(|at| at <= now) {
+                warn!(
+                    "worker {} (pid {}) still running {} after SIGABRT: killing it",
+                    w.slot,
+                    w.pid,
+                    format_duration(worker::ABORT_GRACE)
+                );
+                w.kill();
             } else if w.drain_deadline.is_some_and(|at| at <= now) && !w.killed {
                 warn!(
                     "worker {} (pid {}) still running {}s after {} (stop_timeout): killing it",

@@ -29,6 +29,8 @@ const stopSignal = process.env.NODEAPP_STOP_SIGNAL || 'SIGTERM';
 delete process.env.NODEAPP_LISTEN_FDS;
 delete process.env.NODEAPP_LISTEN_NAMES;
 delete process.env.NODEAPP_STOP_SIGNAL;
+const heartbeatMs = Number(process.env.NODEAPP_HEARTBEAT_MS) || 0;
+delete process.env.NODEAPP_HEARTBEAT_MS;
 
 // While draining, a kept-alive connection is closed once it has been idle this long. Not
 // at once: a client may have sent its next request already, and closing under it would
@@ -153,6 +155,11 @@ function finish(signal) {
 
 for (const signal of new Set(['SIGTERM', 'SIGINT', stopSignal])) {
   process.on(signal, () => drain(signal));
+}
+// Heartbeats come from a timer: when the event loop is blocked they stop, and the shim
+// aborts the worker after heartbeat_timeout. The timer never keeps the app alive.
+if (heartbeatMs > 0 && process.channel) {
+  setInterval(() => send({ nodeapp: 'heartbeat' }), heartbeatMs).unref();
 }
 if (process.channel) {
   // The shim is gone (crashed or killed): stop like on SIGTERM rather than run unowned.

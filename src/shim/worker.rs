@@ -43,6 +43,8 @@ pub enum Message {
     Listening,
     /// An app ported from PM2 called `process.send('ready')`.
     AppReady,
+    /// The preload: the event loop ran its timer, so it is not blocked.
+    Heartbeat,
 }
 
 /// What a worker is there for.
@@ -67,6 +69,11 @@ pub struct Worker {
     pub drain_deadline: Option<Instant>,
     /// SIGKILL was sent; only its exit is left to wait for.
     pub killed: bool,
+    /// When the worker last showed that its event loop runs (any message counts).
+    last_beat: Instant,
+    heartbeat_timeout: Duration,
+    /// When SIGABRT was sent to a hung worker; SIGKILL follows after `ABORT_GRACE`.
+    aborted_at: Option<Instant>,
     wait_ready: bool,
     ready_timeout: Duration,
     stop_signal: Signal,
@@ -74,6 +81,9 @@ pub struct Worker {
     channel: Option<UnixStream>,
     pending: Vec<u8>,
 }
+
+/// How long a hung worker has, after SIGABRT, to write its core and exit.
+pub const ABORT_GRACE: Duration = Duration::from_secs(5);
 
 /// A line longer than this is not one of ours; it is dropped rather than buffered.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -116,6 +126,13 @@ pub fn spawn(
         .env("NODEAPP_LISTEN_FDS", listeners.len().to_string())
         .env("NODEAPP_LISTEN_NAMES", &spec.listen_names)
         .env("NODEAPP_STOP_SIGNAL", spec.config.stop_signal.as_str())
+        // A few beats per timeout, so that one late timer does not look like a hang.
+        .env(
+            "NODEAPP_HEARTBEAT_MS",
+            (spec.config.heartbeat_timeout.as_millis() / 4)
+                .max(50)
+                .to_string(),
+        )
         .env("NODE_CHANNEL_FD", channel_fd.to_string())
         .env("NODE_CHANNEL_SERIALIZATION_MODE", "json");
 
@@ -152,6 +169,9 @@ pub fn spawn(
         ready_since: None,
         drain_deadline: None,
         killed: false,
+        last_beat: Instant::now(),
+        heartbeat_timeout: spec.config.heartbeat_timeout,
+        aborted_at: None,
         wait_ready: spec.config.wait_ready,
         ready_timeout: spec.config.ready_timeout,
         stop_signal: spec.config.stop_signal,
@@ -230,9 +250,11 @@ impl Worker {
 
     /// Takes in what the worker said; true if that made it ready.
     pub fn hear(&mut self, message: &Message) -> bool {
+        self.last_beat = Instant::now();
         let counts = match message {
             Message::Listening => !self.wait_ready,
             Message::AppReady => self.wait_ready,
+            Message::Heartbeat => false,
         };
         if counts && self.ready_since.is_none() {
             self.ready_since = Some(Instant::now());
@@ -277,11 +299,45 @@ impl Worker {
     }
 
     /// The next moment something must be done about this worker, if any.
+    /// When a ready worker that has stopped beating counts as hung; `None` before it is
+    /// ready (`ready_timeout` covers that), while it drains (`stop_timeout` does), and
+    /// once it was aborted.
+    pub fn hung_deadline(&self) -> Option<Instant> {
+        let since = self.ready_since?.max(self.last_beat);
+        (self.role != Role::Draining && !self.killed && self.aborted_at.is_none())
+            .then(|| since + self.heartbeat_timeout)
+    }
+
+    /// When an aborted worker that has not exited is killed.
+    pub fn abort_deadline(&self) -> Option<Instant> {
+        self.aborted_at
+            .filter(|_| !self.killed)
+            .map(|at| at + ABORT_GRACE)
+    }
+
+    pub fn heartbeat_timeout(&self) -> Duration {
+        self.heartbeat_timeout
+    }
+
+    /// SIGABRT to a hung worker: Node dies at once and leaves a core to debug with.
+    pub fn abort(&mut self) {
+        self.signal(Signal::SIGABRT);
+        self.aborted_at = Some(Instant::now());
+    }
+
     pub fn deadline(&self) -> Option<Instant> {
         if self.killed {
             return None;
         }
-        self.ready_deadline().or(self.drain_deadline)
+        [
+            self.ready_deadline(),
+            self.drain_deadline,
+            self.hung_deadline(),
+            self.abort_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn signal(&self, sig: Signal) {
@@ -297,6 +353,7 @@ fn parse_message(line: &[u8]) -> Option<Message> {
         serde_json::Value::String(s) if s == "ready" => Some(Message::AppReady),
         serde_json::Value::Object(o) => match o.get("nodeapp")?.as_str()? {
             "listening" => Some(Message::Listening),
+            "heartbeat" => Some(Message::Heartbeat),
             _ => None,
         },
         _ => None,
