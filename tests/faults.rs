@@ -143,3 +143,47 @@ fn a_killed_shim_is_restarted_and_the_connections_meanwhile_are_served() {
     }
     assert_eq!(host.property(UNIT, "NRestarts"), "1");
 }
+
+#[test]
+fn the_watchdog_restarts_a_shim_whose_loop_stopped() {
+    let Some(deb) = deb_under_test() else { return };
+    let host = Host::boot("faults-watchdog");
+    host.install_with_releases(&deb);
+    config(&host, "");
+    host.ok(&format!(
+        "mkdir -p /etc/systemd/system/{UNIT}.d && printf '[Service]\\nWatchdogSec=2s\\n\
+         TimeoutAbortSec=2s\\n' > /etc/systemd/system/{UNIT}.d/watchdog.conf && \
+         systemctl daemon-reload && systemctl start nodeapp@api.socket {UNIT}"
+    ));
+    host.wait_active(UNIT);
+    // A healthy loop pings: well past the watchdog period, nothing happened.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        host.property(UNIT, "NRestarts"),
+        "0",
+        "{}",
+        host.journal(UNIT)
+    );
+    let shim = host.property(UNIT, "MainPID");
+    let workers = host.workers(UNIT);
+
+    // A stopped loop does not: systemd aborts the shim and restarts the service.
+    host.ok(&format!("kill -STOP {shim}"));
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            host.property(UNIT, "NRestarts") == "1"
+                && host.property(UNIT, "ActiveState") == "active"
+        }),
+        "{}",
+        host.journal(UNIT)
+    );
+    let journal = host.journal(UNIT);
+    assert!(journal.contains("Watchdog timeout"), "{journal}");
+    for pid in &workers {
+        assert!(
+            !host.sh(&format!("test -d /proc/{pid}")).status.success(),
+            "old worker {pid} survived"
+        );
+    }
+    host.ok("curl -sS --fail -m 5 http://127.0.0.1:8080/");
+}

@@ -168,6 +168,7 @@ impl Supervisor {
             self.spec.config.script.display()
         );
         loop {
+            self.notifier.ping_watchdog();
             self.enforce_deadlines();
             self.fill_slots();
             self.advance_reload();
@@ -573,7 +574,8 @@ impl Supervisor {
             .filter_map(|slot| self.slots[slot].respawn_at);
         let workers = self.workers.iter().filter_map(Worker::deadline);
         let control = self.control.as_ref().and_then(|c| c.deadline());
-        respawns.chain(workers).chain(control).min()
+        let watchdog = self.notifier.watchdog_deadline();
+        respawns.chain(workers).chain(control).chain(watchdog).min()
     }
 
     /// The worker that holds `slot`, if any.

@@ -3,6 +3,7 @@
 //! reads it there for every app at once instead of asking systemd for each.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// The status file's name in the runtime directory.
@@ -12,6 +13,8 @@ pub struct Notifier {
     systemd: bool,
     last_status: String,
     status_file: Option<PathBuf>,
+    /// With `WatchdogSec=`: how often to ping, and when next.
+    watchdog: Option<(Duration, Instant)>,
 }
 
 impl Notifier {
@@ -20,7 +23,27 @@ impl Notifier {
             systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
             last_status: String::new(),
             status_file: runtime_dir.map(|d| d.join(STATUS_FILE)),
+            // Twice per period, as sd_watchdog_enabled(3) advises.
+            watchdog: sd_notify::watchdog_enabled().map(|period| (period / 2, Instant::now())),
         }
+    }
+
+    /// `WATCHDOG=1` when one is due. Called from the main loop only, so the pings stop
+    /// when the loop does, and systemd then aborts and restarts the service.
+    pub fn ping_watchdog(&mut self) {
+        let Some((every, next)) = self.watchdog else {
+            return;
+        };
+        let now = Instant::now();
+        if now >= next {
+            self.send(&[sd_notify::NotifyState::Watchdog]);
+            self.watchdog = Some((every, now + every));
+        }
+    }
+
+    /// When the next watchdog ping is due, for the main loop's wait.
+    pub fn watchdog_deadline(&self) -> Option<Instant> {
+        self.watchdog.map(|(_, next)| next)
     }
 
     pub fn ready(&mut self, status: &str) {
