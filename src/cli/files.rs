@@ -54,6 +54,21 @@ pub fn check_on_this_host(config: &Config) -> Result<(), String> {
     }
 }
 
+/// Two apps cannot listen on one address: the second socket unit would fail to bind.
+/// The generator checks each file alone, so this is where such a clash is found.
+fn shares_no_address(config: &Config, others: &[Config]) -> Result<(), String> {
+    for other in others.iter().filter(|o| o.name != config.name) {
+        if let Some(addr) = config.listen.iter().find(|a| other.listen.contains(a)) {
+            return Err(format!(
+                "{}: `listen`: {addr} is also in {}; two apps cannot listen on one address",
+                config.path.display(),
+                other.path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Loads a config as the generator does, then checks it against this host.
 pub fn load_here(path: &Path) -> Result<Config, String> {
     let config = config::load(path).map_err(|e| e.to_string())?;
@@ -99,9 +114,15 @@ pub fn check(targets: &[String]) -> Outcome {
             .map(|t| config_path(t))
             .collect::<Result<_, _>>()?
     };
+    let others = every_config()
+        .map(|(_, files)| files)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| config::load(&p).ok())
+        .collect::<Vec<_>>();
     let mut bad = 0;
     for path in &paths {
-        match load_here(path) {
+        match load_here(path).and_then(|c| shares_no_address(&c, &others).map(|()| c)) {
             Ok(c) => println!("{}: ok ({})", path.display(), c.name),
             Err(errors) => {
                 bad += 1;
