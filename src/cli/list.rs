@@ -67,6 +67,7 @@ pub fn ls(as_json: bool) -> Outcome {
         rows.push(row);
     }
     fill_live(&bus, &mut rows)?;
+    rows.sort_by(|a, b| natural_order(&a.name, &b.name));
     if as_json {
         let list: Vec<Value> = rows.iter().map(to_json).collect();
         println!("{}", serde_json::to_string_pretty(&list).expect("json"));
@@ -160,6 +161,29 @@ fn since_realtime_usec(usec: u64) -> Duration {
     now.saturating_sub(Duration::from_micros(usec))
 }
 
+/// Names as people sort them: `app2` before `app10`.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    /// Runs of digits as numbers, everything else as text.
+    fn parts(s: &str) -> Vec<(u8, u64, &str)> {
+        let mut out = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest.starts_with(|c: char| c.is_ascii_digit());
+            let end = rest
+                .find(|c: char| c.is_ascii_digit() != digits)
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(end);
+            match run.parse::<u64>() {
+                Ok(n) if digits => out.push((0, n, run)),
+                _ => out.push((1, 0, run)),
+            }
+            rest = tail;
+        }
+        out
+    }
+    parts(a).cmp(&parts(b)).then_with(|| a.cmp(b))
+}
+
 /// `ready/wanted` from the shim's status line, which says `… 2/3 workers ready …`.
 pub fn workers_ready(status: &str) -> Option<(u64, u64)> {
     let at = status.find(" workers ready")?;
@@ -237,7 +261,17 @@ fn to_json(r: &AppRow) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::workers_ready;
+    use super::{natural_order, workers_ready};
+
+    #[test]
+    fn names_sort_as_people_expect() {
+        let mut names = vec!["app10", "app2", "api", "app1", "b", "app1-x", "10x"];
+        names.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(
+            names,
+            ["10x", "api", "app1", "app1-x", "app2", "app10", "b"]
+        );
+    }
 
     #[test]
     fn reads_worker_counts_from_every_status_form() {
