@@ -205,7 +205,7 @@ pub fn activate(bus: &Systemd, names: &[String], asked: &Activation) -> Outcome 
             println!("{name}: enabled at boot ({})", units.join(", "));
         }
         if asked.now {
-            jobs::start(name)?;
+            jobs::on_service(name, Job::Start)?;
         }
     }
     Ok(())

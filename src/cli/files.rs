@@ -114,7 +114,9 @@ pub fn check(targets: &[String]) -> Outcome {
             .map(|t| config_path(t))
             .collect::<Result<_, _>>()?
     };
-    let others = every_config()
+    // Every valid config in the directory, loaded once: the ones checked, and the ones
+    // whose addresses they must not share.
+    let everyone = every_config()
         .map(|(_, files)| files)
         .unwrap_or_default()
         .into_iter()
@@ -122,7 +124,11 @@ pub fn check(targets: &[String]) -> Outcome {
         .collect::<Vec<_>>();
     let mut bad = 0;
     for path in &paths {
-        match load_here(path).and_then(|c| shares_no_address(&c, &others).map(|()| c)) {
+        let loaded = match everyone.iter().find(|c| c.path == *path) {
+            Some(c) => check_on_this_host(c).map(|()| c.clone()),
+            None => load_here(path),
+        };
+        match loaded.and_then(|c| shares_no_address(&c, &everyone).map(|()| c)) {
             Ok(c) => println!("{}: ok ({})", path.display(), c.name),
             Err(errors) => {
                 bad += 1;

@@ -4,11 +4,12 @@
 use super::systemd::{self, Job, Systemd, UNIT};
 use super::{files, Failure, Outcome};
 
-pub fn start(name: &str) -> Outcome {
+/// `start`, `restart` or `reload` of the app's service, once its config passes. Starting
+/// the service starts its socket too: the service requires it.
+pub fn on_service(name: &str, job: Job) -> Outcome {
     let bus = prepare(name)?;
-    // The service requires its socket: starting it starts both.
-    bus.run_job(Job::Start, &systemd::service_unit(name))?;
-    report(&bus, name, "started");
+    bus.run_job(job, &systemd::service_unit(name))?;
+    report(&bus, name, job.done());
     Ok(())
 }
 
@@ -18,21 +19,7 @@ pub fn stop(name: &str) -> Outcome {
     // connection can start the service again in between.
     bus.run_job(Job::Stop, &systemd::socket_unit(name))?;
     bus.run_job(Job::Stop, &systemd::service_unit(name))?;
-    println!("{name}: stopped");
-    Ok(())
-}
-
-pub fn restart(name: &str) -> Outcome {
-    let bus = prepare(name)?;
-    bus.run_job(Job::Restart, &systemd::service_unit(name))?;
-    report(&bus, name, "restarted");
-    Ok(())
-}
-
-pub fn reload(name: &str) -> Outcome {
-    let bus = prepare(name)?;
-    bus.run_job(Job::Reload, &systemd::service_unit(name))?;
-    report(&bus, name, "reloaded");
+    println!("{name}: {}", Job::Stop.done());
     Ok(())
 }
 

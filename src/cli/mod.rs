@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use nodeapp::{config, exit};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use systemd::Job;
 
 #[derive(Parser)]
 #[command(
@@ -141,10 +142,10 @@ pub fn main() -> ExitCode {
         Command::Rm { name } => apps::rm(&name),
         Command::Ls { json } => list::ls(json),
         Command::Status { name, json } => status::status(&name, json),
-        Command::Start(t) => jobs::start(&t.name),
+        Command::Start(t) => jobs::on_service(&t.name, Job::Start),
         Command::Stop(t) => jobs::stop(&t.name),
-        Command::Restart(t) => jobs::restart(&t.name),
-        Command::Reload(t) => jobs::reload(&t.name),
+        Command::Restart(t) => jobs::on_service(&t.name, Job::Restart),
+        Command::Reload(t) => jobs::on_service(&t.name, Job::Reload),
         Command::Logs(args) => logs::logs(&args),
         Command::Check { targets } => files::check(&targets),
         Command::Render { target } => files::render(&target),

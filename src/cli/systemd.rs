@@ -81,6 +81,16 @@ impl Job {
             Job::Reload => "reload",
         }
     }
+
+    /// What the app is once the job is done, for the message that says so.
+    pub fn done(self) -> &'static str {
+        match self {
+            Job::Start => "started",
+            Job::Stop => "stopped",
+            Job::Restart => "restarted",
+            Job::Reload => "reloaded",
+        }
+    }
 }
 
 pub struct Systemd {
