@@ -55,6 +55,13 @@ pub fn render(config: &Config) -> Rendered {
     let stop = config.stop_timeout + SYSTEMD_MARGIN;
     let _ = writeln!(service, "TimeoutStartSec={}", seconds(start));
     let _ = writeln!(service, "TimeoutStopSec={}", seconds(stop));
+    // The kernel's limits for the whole app, behind the shim's per-worker `max_memory`.
+    if let Some(max) = config.memory.unit_max {
+        let _ = writeln!(service, "MemoryMax={max}");
+    }
+    if let Some(high) = config.memory.unit_high {
+        let _ = writeln!(service, "MemoryHigh={high}");
+    }
     Rendered { socket, service }
 }
 
@@ -172,6 +179,21 @@ mod tests {
         // Four workers replaced one by one, each given 2.5 s, plus the margin.
         assert!(service.contains("TimeoutStartSec=40s\n"), "{service}");
         assert!(service.contains("TimeoutStopSec=90s\n"), "{service}");
+        assert!(!service.contains("Memory"), "{service}");
+    }
+
+    #[test]
+    fn memory_limits_become_the_units_cgroup_limits() {
+        let text = API.replace(
+            "user = \"www-data\"\n",
+            "max_memory = \"512M\"\nmemory_max = \"3G\"\nmemory_high = \"2560M\"\n",
+        );
+        let cfg = config::parse(Path::new("/etc/nodeapp/api.toml"), text.as_bytes()).unwrap();
+        let service = render(&cfg).service;
+        assert!(
+            service.contains("MemoryMax=3G\nMemoryHigh=2560M\n"),
+            "{service}"
+        );
     }
 
     #[test]

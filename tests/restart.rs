@@ -195,3 +195,49 @@ fn a_worker_whose_event_loop_is_blocked_is_aborted_and_replaced() {
     );
     assert!(text.contains("was killed by SIGABRT"), "{text}");
 }
+
+#[test]
+fn a_worker_over_max_memory_is_replaced_before_it_drains_and_no_request_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let (mut shim, addr) = run_on(dir.path(), "instances = 2\nmax_memory = \"160M\"", &log);
+    assert!(wait_until(Duration::from_secs(15), || answered_by(addr).is_some()));
+    shim.track_children();
+    // V8's heap is held to 80% of the budget: 128 MiB, plus its young generation.
+    let heap: u64 = request(TcpStream::connect(addr).unwrap(), "/heap-limit")
+        .unwrap()
+        .body
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((128..256).contains(&heap), "heap limit {heap} MiB");
+
+    let load = load::Load::start(addr, None, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let leaky = served_by(
+        &request(TcpStream::connect(addr).unwrap(), "/grow/150")
+            .unwrap()
+            .body,
+    );
+    let drained = format!("(pid {leaky}) exited with status 0 after draining");
+    let replaced = wait_until(Duration::from_secs(20), || {
+        !lines_with(&log, &drained).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (keep, close) = load.finish();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(replaced, "not replaced:\n{text}");
+    load::assert_none_failed("max_memory replacement", &keep, &close);
+    let over = lines_with(&log, "over max_memory (160M): starting its replacement");
+    assert_eq!(over.len(), 1, "{text}");
+    assert!(over[0].contains(&format!("(pid {leaky})")), "{text}");
+    // The replacement was ready before the old worker was asked to drain.
+    let took_over = text
+        .find(&format!("took over; draining pid {leaky}"))
+        .expect("took over");
+    assert!(
+        text.find("replacement started").unwrap() < took_over,
+        "{text}"
+    );
+    assert!(answered_by(addr).is_some_and(|pid| pid != leaky));
+}

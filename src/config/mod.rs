@@ -6,13 +6,15 @@
 
 mod error;
 mod listen;
+mod memory;
 mod restart;
 mod values;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use listen::ListenAddr;
+pub use memory::{MemoryLimits, UnitMemory};
 pub use restart::RestartPolicy;
-pub use values::{format_duration, parse_duration};
+pub use values::{format_duration, format_size, parse_duration, parse_size};
 
 use error::{at_offset, whole_file, Reporter};
 use nix::sys::signal::Signal;
@@ -60,6 +62,7 @@ pub struct Config {
     pub restart: RestartPolicy,
     /// How long a ready worker may go without a heartbeat before it counts as hung.
     pub heartbeat_timeout: Duration,
+    pub memory: MemoryLimits,
 }
 
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -126,6 +129,9 @@ struct RawConfig {
     restart_reset_after: Option<Spanned<toml::Value>>,
     crash_loop_limit: Option<Spanned<toml::Value>>,
     heartbeat_timeout: Option<Spanned<toml::Value>>,
+    max_memory: Option<Spanned<toml::Value>>,
+    memory_max: Option<Spanned<toml::Value>>,
+    memory_high: Option<Spanned<toml::Value>>,
 }
 
 /// Reads and validates the config at `path`.
@@ -382,6 +388,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
         );
     }
 
+    let memory = MemoryLimits::parse(&mut report, raw.max_memory, raw.memory_max, raw.memory_high);
+
     report.finish()?;
     Ok(Config {
         name,
@@ -401,6 +409,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
         stop_signal,
         restart,
         heartbeat_timeout,
+        memory,
     })
 }
 

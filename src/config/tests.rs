@@ -367,3 +367,61 @@ fn the_heartbeat_timeout_has_a_default_and_limits() {
         "{e:?}"
     );
 }
+
+#[test]
+fn memory_limits_take_sizes_shares_and_infinity() {
+    let base = "script = \"a.js\"\ncwd = \"/srv/a\"\nlisten = [\"127.0.0.1:8080\"]\n";
+    let c = parse_str(base).unwrap();
+    assert_eq!(c.memory, MemoryLimits::default());
+    assert_eq!(c.heap_limit_mib(), None);
+
+    let c = parse_str(&format!(
+        "{base}max_memory = \"512M\"\nmemory_max = \"4G\"\nmemory_high = \"75%\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.memory.per_worker, Some(512 << 20));
+    assert_eq!(c.memory.unit_max, Some(UnitMemory::Bytes(4 << 30)));
+    assert_eq!(c.memory.unit_high, Some(UnitMemory::Percent(75)));
+    assert_eq!(c.memory.unit_max.unwrap().to_string(), "4G");
+    // 80% of the worker's budget goes to V8's old space...
+    assert_eq!(c.heap_limit_mib(), Some(409));
+    // ...unless the config sets the heap itself.
+    let c = parse_str(&format!(
+        "{base}max_memory = \"1G\"\nnode_args = [\"--max-old-space-size=900\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(c.heap_limit_mib(), None);
+    let c = parse_str(&format!(
+        "{base}max_memory = \"1G\"\n[env]\nNODE_OPTIONS = \"--max-old-space-size=700\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.heap_limit_mib(), None);
+
+    let e = errors(&format!(
+        "{base}max_memory = 512\nmemory_max = \"lots\"\nmemory_high = \"150%\"\n"
+    ));
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].contains(":4:14: `max_memory`: is 512; write a size as a string, e.g. \"512M\""),
+        "{e:?}"
+    );
+    assert!(
+        e[1].contains(":5:14: `memory_max`: \"lots\" is not a size"),
+        "{e:?}"
+    );
+    assert!(
+        e[2].contains(":6:15: `memory_high`: \"150%\" is not a share of memory; use 1% to 100%"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{base}max_memory = \"16M\"\nmemory_max = \"1G\"\nmemory_high = \"2G\"\n"
+    ));
+    assert!(
+        e[0].contains("`max_memory`: 16M is too small for a Node.js worker; use at least 32M"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].contains(":6:15: `memory_high`: 2G is above memory_max (1G)"),
+        "{e:?}"
+    );
+}

@@ -1,4 +1,5 @@
-//! Values with a unit: durations (`"500ms"`, `"3s"`, `"1m30s"`) and stop signals.
+//! Values with a unit: durations (`"500ms"`, `"3s"`, `"1m30s"`), sizes (`"512M"`) and
+//! stop signals.
 
 use nix::sys::signal::Signal;
 use std::time::Duration;
@@ -54,6 +55,42 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// Parses a size as systemd reads one: bytes, or a number with `K`, `M`, `G` or `T`
+/// (powers of 1024), e.g. `"512M"` or `"1G"`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "{text:?} is not a size; write a whole number and a unit, e.g. \"512M\" or \"1G\" \
+             (K, M, G, T: powers of 1024)"
+        )
+    };
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    if digits == 0 {
+        return Err(bad());
+    }
+    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
+    let shift = match &t[digits..] {
+        "" | "B" => 0,
+        "K" | "k" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+/// `"512M"`, `"1G"`, `"1536K"`: the largest unit that states `bytes` exactly.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 /// Signals a worker may be asked to drain with. SIGUSR1 is missing on purpose: Node starts
 /// its inspector on it. SIGKILL and SIGSTOP cannot be handled, so they cannot drain.
 pub const STOP_SIGNALS: &[Signal] = &[
@@ -101,6 +138,20 @@ mod tests {
     fn durations_format_back_to_what_they_parse_from() {
         for text in ["250ms", "3s", "2m", "1m30s", "1500ms", "2h"] {
             assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        for bad in ["", "M", "1.5G", "-1M", "512 MB", "1P", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+        for text in ["512M", "1G", "1536K", "3T"] {
+            assert_eq!(format_size(parse_size(text).unwrap()), text);
         }
     }
 

@@ -12,6 +12,7 @@ pub mod control;
 mod journal;
 pub mod listeners;
 pub mod notify;
+mod recycle;
 mod reload;
 mod signals;
 mod worker;
@@ -70,6 +71,7 @@ pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
         queued_reload: None,
         reload_failure: None,
         exit: None,
+        memory_check_at: config.memory.per_worker.map(|_| Instant::now()),
     };
     Ok(supervisor.run())
 }
@@ -138,6 +140,8 @@ struct Supervisor {
     reload_failure: Option<String>,
     /// Set when the shim gives up: its exit status, and why.
     exit: Option<(u8, String)>,
+    /// When resident memory is read next; `None` without `max_memory`.
+    memory_check_at: Option<Instant>,
 }
 
 /// One place for a worker, numbered from 0 (`NODE_APP_INSTANCE`).
@@ -149,6 +153,10 @@ struct Slot {
     restarts: u32,
     /// Failures in a row, each within `restart_reset_after` of its start.
     failures: u32,
+    /// Workers replaced for passing `max_memory`.
+    recycles: u32,
+    /// After a failed replacement, when `max_memory` is enforced on this slot again.
+    recycle_retry_at: Option<Instant>,
 }
 
 /// What woke `poll`.
@@ -170,6 +178,7 @@ impl Supervisor {
         loop {
             self.notifier.ping_watchdog();
             self.enforce_deadlines();
+            self.recycle_oversized();
             self.fill_slots();
             self.advance_reload();
             self.report();
@@ -333,10 +342,13 @@ impl Supervisor {
             let uptime = worker.started.elapsed().as_secs_f64();
             match worker.role {
                 Role::Draining => info!("worker {slot} (pid {pid}) {how} after draining"),
-                Role::Candidate => self.fail_reload(format!(
-                    "the new worker {slot} (pid {pid}) {how} after {uptime:.1}s, before it \
-                     was ready"
-                )),
+                Role::Candidate => self.fail_candidate(
+                    slot,
+                    format!(
+                        "the new worker {slot} (pid {pid}) {how} after {uptime:.1}s, before \
+                         it was ready"
+                    ),
+                ),
                 Role::Serving if self.phase == Phase::Stopping => {
                     info!("worker {slot} (pid {pid}) {how}")
                 }
@@ -433,10 +445,13 @@ impl Supervisor {
             if w.ready_deadline().is_some_and(|at| at <= now) {
                 let waited = w.ready_timeout().as_secs_f64();
                 if w.role == Role::Candidate {
-                    failed_candidate = Some(format!(
-                        "the new worker {} (pid {}) was not ready within {waited}s \
-                         (ready_timeout)",
-                        w.slot, w.pid
+                    failed_candidate = Some((
+                        w.slot,
+                        format!(
+                            "the new worker {} (pid {}) was not ready within {waited}s \
+                             (ready_timeout)",
+                            w.slot, w.pid
+                        ),
                     ));
                     w.role = Role::Draining;
                 } else {
@@ -478,8 +493,8 @@ impl Supervisor {
                 w.kill();
             }
         }
-        if let Some(why) = failed_candidate {
-            self.fail_reload(why);
+        if let Some((slot, why)) = failed_candidate {
+            self.fail_candidate(slot, why);
         }
         if let Some(why) = cannot_start {
             self.halt(
@@ -497,7 +512,8 @@ impl Supervisor {
         let now = Instant::now();
         for slot in 0..self.wanted {
             let due = self.slots[slot].respawn_at.map_or(true, |at| at <= now);
-            if !due || self.serving(slot).is_some() {
+            // A slot whose replacement is starting gets that one.
+            if !due || self.serving(slot).is_some() || self.has_candidate(Some(slot)) {
                 continue;
             }
             // A slot that a running reload already replaced runs the new release.
@@ -575,7 +591,13 @@ impl Supervisor {
         let workers = self.workers.iter().filter_map(Worker::deadline);
         let control = self.control.as_ref().and_then(|c| c.deadline());
         let watchdog = self.notifier.watchdog_deadline();
-        respawns.chain(workers).chain(control).chain(watchdog).min()
+        let memory = self.memory_check_deadline();
+        respawns
+            .chain(workers)
+            .chain(control)
+            .chain(watchdog)
+            .chain(memory)
+            .min()
     }
 
     /// The worker that holds `slot`, if any.
@@ -611,6 +633,7 @@ impl Supervisor {
                     "uptime_ms": w.started.elapsed().as_millis() as u64,
                     "ready_ms": w.ready_since.map(|t| t.elapsed().as_millis() as u64),
                     "restarts": self.slots.get(w.slot).map_or(0, |s| s.restarts),
+                    "recycles": self.slots.get(w.slot).map_or(0, |s| s.recycles),
                 })
             })
             .collect();

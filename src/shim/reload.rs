@@ -50,7 +50,7 @@ impl Supervisor {
         }
         // One at a time; asking again during a reload means "and then once more", so that
         // a release deployed meanwhile is picked up too.
-        if self.phase == Phase::Starting || self.reload.is_some() {
+        if self.phase == Phase::Starting || self.reload.is_some() || self.has_candidate(None) {
             info!("reload queued until the current start or reload is done");
             self.queued_reload
                 .get_or_insert_with(Vec::new)
@@ -105,6 +105,10 @@ impl Supervisor {
             return;
         }
         let Some(reload) = &self.reload else {
+            // A worker replaced for its memory use finishes first.
+            if self.has_candidate(None) {
+                return;
+            }
             if let Some(waiters) = self.queued_reload.take() {
                 self.begin_reload(waiters);
             }
@@ -183,6 +187,16 @@ impl Supervisor {
         self.notifier.ready(&status);
         for w in reload.waiters {
             w.reply(true, &message);
+        }
+    }
+
+    /// A candidate exited or was not ready in time: the reload under way fails, or
+    /// without one, the replacement of an oversized worker.
+    pub(super) fn fail_candidate(&mut self, slot: usize, why: String) {
+        if self.reload.is_some() {
+            self.fail_reload(why);
+        } else {
+            self.fail_recycle(slot, why);
         }
     }
 

@@ -108,6 +108,9 @@ pub fn spawn(
     let parent = nix::unistd::getpid();
 
     let mut cmd = Command::new(&spec.config.node);
+    if let Some(mib) = spec.config.heap_limit_mib() {
+        cmd.arg(format!("--max-old-space-size={mib}"));
+    }
     cmd.args(&spec.config.node_args)
         .arg("--require")
         .arg(&spec.preload)
