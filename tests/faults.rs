@@ -1,7 +1,7 @@
 //! Bad days on a real systemd 252 (PID 1 in namespaces) with the `.deb` installed: an app
-//! that cannot start, and a slot that crash-loops, make the shim exit with a status that
-//! says which, systemd's `Restart=` and start limits take over, and `systemctl status`
-//! says why; a shim killed with SIGKILL is restarted with no old worker left, and the
+//! that cannot start, and a slot that crash-loops under load, make the shim exit with a
+//! status that says which, systemd's `Restart=` and start limits take over, and
+//! `systemctl status` says why; a shim killed with SIGKILL is restarted with no old worker left, and the
 //! connections that came meanwhile are served. Needs root and `NODEAPP_DEB` (tests/run sets both up); skipped loudly otherwise.
 
 mod support;
@@ -67,11 +67,14 @@ fn a_crash_looping_worker_stops_the_unit_after_the_backoff() {
     host.install_with_releases(&deb);
     config(
         &host,
-        "restart_delay = \"100ms\"\ncrash_loop_limit = 3\n[env]\nCRASH_AFTER_MS = \"300\"",
+        "restart_delay = \"100ms\"\ncrash_loop_limit = 3\n[env]\nCRASH_AFTER_MS = \"300\"\n\
+         CRASH_SLOT = \"1\"",
     );
-    host.ok(&format!("systemctl start {UNIT}"));
-    // Both slots crash 300 ms after listening, come back after 100 ms, 200 ms, then the
-    // third crash in a row ends the shim with 75; systemd restarts the service.
+    host.ok(&format!("systemctl start nodeapp@api.socket {UNIT}"));
+    let traffic = Load::start("127.0.0.1:8080".parse().unwrap(), Some(host.netns()), 4);
+    // Slot 1 crashes 300 ms after listening, comes back after 100 ms, 200 ms, then the
+    // third crash in a row ends the shim with 75; slot 0 drains, and systemd restarts
+    // the service while new connections wait in the socket's backlog.
     assert!(
         wait_until(Duration::from_secs(30), || host
             .property(UNIT, "NRestarts")
@@ -81,7 +84,23 @@ fn a_crash_looping_worker_stops_the_unit_after_the_backoff() {
         "the unit was not restarted:\n{}",
         host.journal(UNIT)
     );
+    host.wait_active(UNIT);
+    std::thread::sleep(Duration::from_millis(300));
+    let (keep, close) = traffic.finish();
     let journal = host.journal(UNIT);
+    // Only requests in flight on the crashing worker may fail: at most one per client
+    // per crash.
+    let crashes = journal.matches("exited with status 1 after").count() as u64;
+    eprintln!(
+        "crash loop under load: {crashes} crashes; kept-alive {} ok, {} failed; per-request \
+         {} ok, {} failed",
+        keep.ok, keep.failed, close.ok, close.failed
+    );
+    assert!(keep.ok > 0 && close.ok > 0);
+    assert!(
+        keep.failed <= 4 * crashes && close.failed <= 4 * crashes,
+        "kept-alive {keep:?}\nper-request {close:?}"
+    );
     assert!(
         journal.contains("failed 3 times in a row") && journal.contains("status=75"),
         "{journal}"

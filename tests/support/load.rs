@@ -54,6 +54,16 @@ impl Load {
     /// Starts `clients` threads of each mode against `addr`. With `netns`, the threads
     /// join that network namespace first (a namespace host's `/proc/<pid>/ns/net`).
     pub fn start(addr: SocketAddr, netns: Option<PathBuf>, clients: usize) -> Load {
+        Load::start_at(addr, netns, clients, "/")
+    }
+
+    /// As [`Load::start`], with every request for `path`.
+    pub fn start_at(
+        addr: SocketAddr,
+        netns: Option<PathBuf>,
+        clients: usize,
+        path: &'static str,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for mode in [Mode::KeepAlive, Mode::Close] {
@@ -69,7 +79,7 @@ impl Load {
                             nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
                                 .expect("setns");
                         }
-                        client(addr, mode, &stop)
+                        client(addr, mode, path, &stop)
                     }),
                 ));
             }
@@ -92,7 +102,7 @@ impl Load {
     }
 }
 
-fn client(addr: SocketAddr, mode: Mode, stop: &AtomicBool) -> Stats {
+fn client(addr: SocketAddr, mode: Mode, path: &str, stop: &AtomicBool) -> Stats {
     let mut stats = Stats::default();
     let mut conn: Option<TcpStream> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -111,7 +121,7 @@ fn client(addr: SocketAddr, mode: Mode, stop: &AtomicBool) -> Stats {
                 }
             },
         };
-        match exchange(stream, mode) {
+        match exchange(stream, mode, path) {
             Ok((pid, again)) => {
                 stats.ok += 1;
                 stats.pids.insert(pid);
@@ -134,13 +144,13 @@ impl Stats {
 
 /// One request and its response: the PID that answered, and the connection if it may be
 /// used again.
-fn exchange(mut s: TcpStream, mode: Mode) -> Result<(u32, Option<TcpStream>), String> {
+fn exchange(mut s: TcpStream, mode: Mode, path: &str) -> Result<(u32, Option<TcpStream>), String> {
     let close = if mode == Mode::Close {
         "Connection: close\r\n"
     } else {
         ""
     };
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: load\r\n{close}\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: load\r\n{close}\r\n").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
