@@ -309,6 +309,7 @@ module.exports = {
       exec_mode: "cluster",
       kill_timeout: 3000,
       max_memory_restart: "200M",
+      cron_restart: "0 3 * * *",
       env: { PORT: 8090, NODE_ENV: "development" },
       env_production: { NODE_ENV: "production", PORT: 8091 },
     },
@@ -347,10 +348,8 @@ fn import_pm2_turns_an_ecosystem_file_into_running_apps() {
         "{printed}"
     );
     let notes = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        notes.contains("web: max_memory_restart not mapped"),
-        "{notes}"
-    );
+    assert!(notes.contains("web: cron_restart not mapped"), "{notes}");
+    assert!(printed.contains("max_memory = \"200M\""), "{printed}");
     host.ok("test -z \"$(ls /etc/nodeapp)\"");
 
     let said = nodeapp_ok(
@@ -366,6 +365,13 @@ fn import_pm2_turns_an_ecosystem_file_into_running_apps() {
     assert!(host
         .ok("curl -sS --fail -m 5 http://127.0.0.1:8092/")
         .starts_with("form=port"));
+    // max_memory_restart became max_memory, and V8's heap is 80% of it.
+    let heap: u32 = host
+        .ok("curl -sS --fail -m 5 http://127.0.0.1:8091/heap-limit")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((160..240).contains(&heap), "heap limit {heap} MiB");
     let web = host.ok("cat /etc/nodeapp/web.toml");
     assert!(
         web.contains("stop_timeout = \"3s\"") && web.contains("instances = 2"),

@@ -78,8 +78,9 @@ pub struct Draft {
     pub ready_timeout: Option<String>,
     pub wait_ready: bool,
     pub stop_timeout: Option<String>,
-    /// Restart policy keys, as given (`restart_delay = "1s"`, `crash_loop_limit = 16`).
-    pub restart: Vec<(&'static str, Value)>,
+    /// Restart policy and memory keys, as given (`restart_delay = "1s"`,
+    /// `max_memory = "300M"`).
+    pub tuning: Vec<(&'static str, Value)>,
     pub env: Vec<(String, String)>,
 }
 
@@ -120,7 +121,7 @@ impl Draft {
         if let Some(t) = &self.stop_timeout {
             let _ = writeln!(out, "stop_timeout = {}", s(t));
         }
-        for (key, value) in &self.restart {
+        for (key, value) in &self.tuning {
             let _ = writeln!(out, "{key} = {value}");
         }
         if !self.env.is_empty() {

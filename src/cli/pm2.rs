@@ -5,7 +5,7 @@ use super::apps::{self, Activation, Draft};
 use super::systemd::Systemd;
 use super::{Failure, Outcome};
 use clap::Args;
-use nodeapp::config::{self, format_duration};
+use nodeapp::config::{self, format_duration, format_size, parse_size};
 use nodeapp::exit;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -32,10 +32,6 @@ const UNMAPPED: &[(&str, &str)] = &[
     ("watch", "no file watching: deploy, then `nodeapp reload`"),
     ("ignore_watch", "no file watching"),
     ("watch_options", "no file watching"),
-    (
-        "max_memory_restart",
-        "not yet per worker; cap the whole app with MemoryMax= in `systemctl edit nodeapp@<name>`",
-    ),
     (
         "cron_restart",
         "use a systemd timer whose service runs `systemctl restart nodeapp@<name>` (OnCalendar=)",
@@ -126,6 +122,7 @@ const MAPPED: &[&str] = &[
     "max_restarts",
     "restart_delay",
     "exp_backoff_restart_delay",
+    "max_memory_restart",
 ];
 
 /// One app of the ecosystem file, converted.
@@ -355,6 +352,12 @@ fn draft(
     d.ready_timeout = millis("listen_timeout");
     d.wait_ready = app.get("wait_ready").and_then(Value::as_bool) == Some(true);
     restart_policy(app, &mut d);
+    if let Some(v) = app.get("max_memory_restart") {
+        match max_memory(v) {
+            Ok(size) => d.tuning.push(("max_memory", toml::Value::String(size))),
+            Err(why) => notes.push(format!("max_memory_restart not mapped: {why}")),
+        }
+    }
 
     let mut env = Map::new();
     let empty = Map::new();
@@ -417,23 +420,40 @@ fn restart_policy(app: &Map<String, Value>, d: &mut Draft) {
     let duration = |ms: u64| toml::Value::String(format_duration(Duration::from_millis(ms)));
     if let Some(ms) = ms("min_uptime") {
         // nodeapp's shortest reset is 1 s.
-        d.restart
+        d.tuning
             .push(("restart_reset_after", duration(ms.max(1000))));
     }
     if let Some(n) = ms("max_restarts") {
-        d.restart
+        d.tuning
             .push(("crash_loop_limit", toml::Value::Integer(n.max(1) as i64)));
     }
     if let Some(first) = ms("exp_backoff_restart_delay") {
-        d.restart.push(("restart_delay", duration(first)));
-        d.restart.push(("restart_backoff", toml::Value::Float(1.5)));
-        d.restart
+        d.tuning.push(("restart_delay", duration(first)));
+        d.tuning.push(("restart_backoff", toml::Value::Float(1.5)));
+        d.tuning
             .push(("restart_delay_max", duration(15_000.max(first))));
     } else if let Some(fixed) = ms("restart_delay") {
-        d.restart.push(("restart_delay", duration(fixed)));
-        d.restart.push(("restart_backoff", toml::Value::Integer(1)));
-        d.restart.push(("restart_delay_max", duration(fixed)));
+        d.tuning.push(("restart_delay", duration(fixed)));
+        d.tuning.push(("restart_backoff", toml::Value::Integer(1)));
+        d.tuning.push(("restart_delay_max", duration(fixed)));
     }
+}
+
+/// PM2's `max_memory_restart` ("300M", "1G", "512K", or bytes) as `max_memory`: both are
+/// per worker, in powers of 1024.
+fn max_memory(value: &Value) -> Result<String, String> {
+    let bytes = match value {
+        Value::Number(n) => n.as_u64().ok_or_else(|| format!("{n} is not a size"))?,
+        Value::String(s) => parse_size(&s.to_ascii_uppercase())?,
+        other => return Err(format!("{other} is not a size")),
+    };
+    let mib = bytes.div_ceil(1 << 20);
+    if mib < 32 {
+        return Err(format!(
+            "{value} is below the 32M a Node.js worker needs; set max_memory by hand"
+        ));
+    }
+    Ok(format_size(mib << 20))
 }
 
 #[cfg(test)]
@@ -478,7 +498,8 @@ mod tests {
         let c = one(
             json!({
                 "name": "api", "script": "a.js", "env": {"PORT": 1},
-                "min_uptime": 5000, "max_restarts": 16, "exp_backoff_restart_delay": 100
+                "min_uptime": 5000, "max_restarts": 16, "exp_backoff_restart_delay": 100,
+                "max_memory_restart": "300M"
             }),
             None,
         );
@@ -489,6 +510,12 @@ mod tests {
         assert_eq!(t["restart_delay"].as_str(), Some("100ms"));
         assert_eq!(t["restart_backoff"].as_float(), Some(1.5));
         assert_eq!(t["restart_delay_max"].as_str(), Some("15s"));
+        assert_eq!(t["max_memory"].as_str(), Some("300M"));
+        assert_eq!(max_memory(&json!(1_073_741_824)), Ok("1G".into()));
+        assert_eq!(max_memory(&json!("200m")), Ok("200M".into()));
+        assert!(max_memory(&json!("10M"))
+            .unwrap_err()
+            .contains("below the 32M"));
     }
 
     #[test]
@@ -496,7 +523,7 @@ mod tests {
         let c = one(
             json!({
                 "script": "worker.js", "instances": -1, "watch": true,
-                "cron_restart": "0 3 * * *", "max_memory_restart": "300M",
+                "cron_restart": "0 3 * * *", "max_memory_restart": "1M",
                 "env": {"PORT": "8080", "HOST": "::1"}, "env_staging": {}, "bogus": 1
             }),
             None,
