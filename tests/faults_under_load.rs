@@ -189,7 +189,18 @@ fn a_worker_over_max_memory_is_recycled_without_a_failed_request() {
     assert!(
         journal.contains(&format!("took over; draining pid {leaky}")),
         "{journal}"
-    );
+    ); // `nodeapp status` counts the replacement against its slot, not as a restart.
+    let status: serde_json::Value =
+        serde_json::from_str(&host.ok("nodeapp status api --json")).unwrap();
+    let count = |key: &str| -> u64 {
+        status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w[key].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!((count("recycles"), count("restarts")), (1, 0), "{status}");
 }
 
 #[test]

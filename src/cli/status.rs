@@ -18,6 +18,8 @@ struct WorkerRow {
     uptime: Duration,
     ready: Option<Duration>,
     restarts: u64,
+    /// Replaced for passing `max_memory`.
+    recycles: u64,
     rss: Option<u64>,
 }
 
@@ -101,6 +103,7 @@ fn worker_rows(body: &Value) -> Vec<WorkerRow> {
                         uptime: ms(&w["uptime_ms"]).unwrap_or_default(),
                         ready: ms(&w["ready_ms"]),
                         restarts: w["restarts"].as_u64().unwrap_or(0),
+                        recycles: w["recycles"].as_u64().unwrap_or(0),
                         rss: rss_bytes(pid),
                     }
                 })
@@ -155,7 +158,7 @@ fn print_text(
         return;
     }
     let mut t = Table::new(vec![
-        "slot", "pid", "role", "uptime", "ready", "rss", "restarts",
+        "slot", "pid", "role", "uptime", "ready", "rss", "restarts", "recycled",
     ]);
     for w in workers {
         let role_tone = if w.role == "serving" {
@@ -188,6 +191,7 @@ fn print_text(
                     Tone::Plain
                 },
             ),
+            (w.recycles.to_string(), Tone::Plain),
         ]);
     }
     println!();
@@ -213,6 +217,7 @@ fn to_json(
                 "ready_ms": w.ready.map(|d| d.as_millis() as u64),
                 "rss_bytes": w.rss,
                 "restarts": w.restarts,
+                "recycles": w.recycles,
             })
         })
         .collect();
