@@ -42,6 +42,16 @@ fn broken_configs_are_named_and_the_good_app_is_not_disturbed() {
         ),
         ("typo", "instance = 2\\n", "unknown field `instance`"),
         ("badport", "listen = [\"127.0.0.1:70000\"]\\n", "`listen`"),
+        (
+            "wrongtype",
+            "instances = \"two\"\\n",
+            "`instances`: is the string \"two\"; expected a whole number",
+        ),
+        (
+            "badsize",
+            "max_memory = \"lots\"\\n",
+            "`max_memory`: \"lots\" is not a size",
+        ),
     ];
     for (name, text, _) in &skipped {
         // A full config where the broken part is the only fault, except for `empty`.

@@ -241,3 +241,47 @@ fn a_worker_over_max_memory_is_replaced_before_it_drains_and_no_request_fails() 
     );
     assert!(answered_by(addr).is_some_and(|pid| pid != leaky));
 }
+
+#[test]
+fn a_reload_starts_the_count_of_crashes_in_a_row_again() {
+    use nix::sys::signal::Signal::{SIGHUP, SIGKILL};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let (mut shim, addr) = run_on(
+        dir.path(),
+        "instances = 1\nrestart_delay = \"100ms\"\ncrash_loop_limit = 2",
+        &log,
+    );
+    let mut worker = None;
+    let mut serving = |shim: &mut Proc| {
+        assert!(wait_until(Duration::from_secs(15), || {
+            let now = answered_by(addr);
+            let fresh = now.is_some() && now != worker;
+            if fresh {
+                worker = now;
+            }
+            fresh
+        }));
+        shim.track_children();
+        worker.unwrap()
+    };
+    // Killed young, then reloaded, then killed young again: two crashes, not in a row.
+    let first = serving(&mut shim);
+    signal(first, SIGKILL);
+    let second = serving(&mut shim);
+    signal(shim.pid, SIGHUP);
+    assert!(wait_until(Duration::from_secs(15), || {
+        !lines_with(&log, "reloaded: 1 workers replaced").is_empty()
+    }));
+    let third = serving(&mut shim);
+    assert_ne!(third, second);
+    signal(third, SIGKILL);
+    serving(&mut shim);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(shim.child.try_wait().unwrap().is_none(), "{text}");
+    assert_eq!(
+        lines_with(&log, "(failure 1 of 2 in a row)").len(),
+        2,
+        "{text}"
+    );
+}

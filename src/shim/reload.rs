@@ -175,6 +175,11 @@ impl Supervisor {
         }
         self.wanted = reload.wanted;
         self.slots.resize(reload.wanted, Slot::default());
+        // Every slot runs a fresh worker of the release just loaded: crashes of the ones
+        // before it are no longer "in a row".
+        for s in &mut self.slots {
+            s.failures = 0;
+        }
         self.spec = reload.spec;
         self.reload_failure = None;
         let message = format!(
