@@ -58,6 +58,12 @@ fn assert_only_in_flight_failed(what: &str, keep: &Stats, close: &Stats) {
     );
 }
 
+/// The unit's journal has a line with `text`.
+fn assert_logged(host: &Host, text: &str) {
+    let journal = host.journal(UNIT);
+    assert!(journal.contains(text), "no {text:?} in:\n{journal}");
+}
+
 /// Waits until the unit has two ready workers again, none of them in `gone`.
 fn wait_recovered(host: &Host, gone: &[u32]) -> Vec<u32> {
     let mut workers = Vec::new();
@@ -94,11 +100,7 @@ fn a_crashed_worker_costs_only_its_requests_in_flight() {
         close.pids.contains(replacement),
         "the replacement served: {close:?}"
     );
-    let journal = host.journal(UNIT);
-    assert!(
-        journal.contains(&format!("(pid {victim}) was killed by SIGKILL")),
-        "{journal}"
-    );
+    assert_logged(&host, &format!("(pid {victim}) was killed by SIGKILL"));
 }
 
 #[test]
@@ -127,11 +129,7 @@ fn a_hung_worker_is_aborted_and_replaced_under_load() {
     wait_recovered(&host, &[hung]);
     let (keep, close) = finish(traffic, "worker hung");
     assert_only_in_flight_failed("worker hung", &keep, &close);
-    let journal = host.journal(UNIT);
-    assert!(
-        journal.contains(&format!("(pid {hung}) was killed by SIGABRT")),
-        "{journal}"
-    );
+    assert_logged(&host, &format!("(pid {hung}) was killed by SIGABRT"));
 }
 
 #[test]
@@ -180,16 +178,10 @@ fn a_worker_over_max_memory_is_recycled_without_a_failed_request() {
         now.iter().any(|p| before.contains(p)),
         "only the leaky one went"
     );
-    let journal = host.journal(UNIT);
-    assert!(
-        journal.contains(&format!("(pid {leaky}) uses "))
-            && journal.contains("over max_memory (160M): starting its replacement"),
-        "{journal}"
-    );
-    assert!(
-        journal.contains(&format!("took over; draining pid {leaky}")),
-        "{journal}"
-    ); // `nodeapp status` counts the replacement against its slot, not as a restart.
+    assert_logged(&host, &format!("(pid {leaky}) uses "));
+    assert_logged(&host, "over max_memory (160M): starting its replacement");
+    assert_logged(&host, &format!("took over; draining pid {leaky}"));
+    // `nodeapp status` counts the replacement against its slot, not as a restart.
     let status: serde_json::Value =
         serde_json::from_str(&host.ok("nodeapp status api --json")).unwrap();
     let count = |key: &str| -> u64 {
@@ -232,9 +224,5 @@ fn a_worker_killed_at_the_units_memory_max_is_replaced() {
     wait_recovered(&host, &gone);
     let (keep, close) = finish(traffic, "worker OOM-killed");
     assert_only_in_flight_failed("worker OOM-killed", &keep, &close);
-    let journal = host.journal(UNIT);
-    assert!(
-        journal.contains(&format!("(pid {}) was killed by SIGKILL", gone[0])),
-        "{journal}"
-    );
+    assert_logged(&host, &format!("(pid {}) was killed by SIGKILL", gone[0]));
 }
