@@ -24,7 +24,7 @@ impl Default for RestartPolicy {
             delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(15),
             backoff: 2.0,
-            reset_after: Duration::from_secs(30),
+            reset_after: Duration::from_secs(10),
             crash_loop_limit: 10,
         }
     }
