@@ -1,11 +1,12 @@
 //! Bad input on a real systemd 252 (PID 1 in namespaces) with the `.deb` installed: each
 //! broken config gets a clear error naming its file, and the good app beside them is
-//! neither stopped nor disturbed; environment values reach the worker byte for byte.
+//! neither stopped nor disturbed, and serves every request meanwhile; environment values reach the worker byte for byte.
 //! Needs root and `NODEAPP_DEB` (tests/run sets both up); skipped loudly otherwise.
 
 mod support;
 
 use support::host::{deb_under_test, Host, OutputText};
+use support::load::{assert_none_failed, Load};
 
 const GOOD: &str = "script = \"server.js\"\ncwd = \"/srv/api/current\"\ninstances = 2\n\
                     listen = [\"127.0.0.1:8080\"]\n";
@@ -30,6 +31,7 @@ fn broken_configs_are_named_and_the_good_app_is_not_disturbed() {
         "the value, byte for byte"
     );
     let workers = host.workers("nodeapp@api.service");
+    let traffic = Load::start("127.0.0.1:8080".parse().unwrap(), Some(host.netns()), 2);
 
     // Configs the generator must skip, each for its own reason.
     let skipped = [
@@ -131,6 +133,8 @@ fn broken_configs_are_named_and_the_good_app_is_not_disturbed() {
     );
 
     // None of it touched the good app.
+    let (keep, close) = traffic.finish();
+    assert_none_failed("the good app beside broken configs", &keep, &close);
     assert_eq!(host.workers("nodeapp@api.service"), workers);
     assert_eq!(host.property("nodeapp@api.service", "NRestarts"), "0");
     assert_eq!(

@@ -88,10 +88,10 @@ impl Load {
     }
 
     /// Stops the clients; the totals per mode.
-    pub fn finish(self) -> (Stats, Stats) {
+    pub fn finish(mut self) -> (Stats, Stats) {
         self.stop.store(true, Ordering::Relaxed);
         let (mut keep, mut close) = (Stats::default(), Stats::default());
-        for (mode, t) in self.threads {
+        for (mode, t) in std::mem::take(&mut self.threads) {
             let stats = t.join().expect("load thread");
             match mode {
                 Mode::KeepAlive => keep.merge(stats),
@@ -99,6 +99,13 @@ impl Load {
             }
         }
         (keep, close)
+    }
+}
+
+/// A test that fails before `finish` still stops its clients.
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
