@@ -35,3 +35,26 @@ fn a_user_that_does_not_exist_is_named_and_the_other_configs_still_pass() {
     );
     assert!(stderr.contains("1 of 2 configs invalid"), "{stderr}");
 }
+
+#[test]
+fn memory_limits_that_work_against_each_other_pass_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let tight = app_config(
+        dir.path(),
+        "tight",
+        &["127.0.0.1:1".into()],
+        "instances = 2\nmax_memory = \"512M\"\nmemory_max = \"1G\"",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeapp"))
+        .arg("check")
+        .arg(&tight)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("`memory_max` (1G) is less than max_memory (512M) × 2 workers"),
+        "{stderr}"
+    );
+}

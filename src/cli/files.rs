@@ -129,7 +129,12 @@ pub fn check(targets: &[String]) -> Outcome {
             None => load_here(path),
         };
         match loaded.and_then(|c| shares_no_address(&c, &everyone).map(|()| c)) {
-            Ok(c) => println!("{}: ok ({})", path.display(), c.name),
+            Ok(c) => {
+                println!("{}: ok ({})", path.display(), c.name);
+                if let Some(warning) = c.memory_warning() {
+                    eprintln!("warning: {warning}");
+                }
+            }
             Err(errors) => {
                 bad += 1;
                 eprintln!("{errors}");

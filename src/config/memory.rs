@@ -159,4 +159,27 @@ impl Config {
             .per_worker
             .map(|bytes| (bytes / 100 * HEAP_SHARE_PERCENT) >> 20)
     }
+
+    /// Limits that are valid but work against each other: a `memory_max` below what the
+    /// workers may use under `max_memory`, with one replacement beside them, lets the
+    /// kernel kill workers the shim would have replaced gracefully.
+    pub fn memory_warning(&self) -> Option<String> {
+        let per_worker = self.memory.per_worker?;
+        let Some(UnitMemory::Bytes(unit)) = self.memory.unit_max else {
+            return None;
+        };
+        let workers = self.instances.workers() as u64;
+        let needed = per_worker.saturating_mul(workers + 1);
+        (unit < needed).then(|| {
+            format!(
+                "{}: `memory_max` ({}) is less than max_memory ({}) × {} workers plus one \
+                 replacement ({}); the kernel may kill workers before the shim replaces them",
+                self.path.display(),
+                format_size(unit),
+                format_size(per_worker),
+                workers,
+                format_size(needed)
+            )
+        })
+    }
 }

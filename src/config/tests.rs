@@ -424,4 +424,19 @@ fn memory_limits_take_sizes_shares_and_infinity() {
         e[1].contains(":6:15: `memory_high`: 2G is above memory_max (1G)"),
         "{e:?}"
     );
+    // Valid, but the cgroup limit leaves no room for the workers and a replacement.
+    let tight = parse_str(&format!(
+        "{base}instances = 3\nmax_memory = \"512M\"\nmemory_max = \"1G\"\n"
+    ))
+    .unwrap();
+    let warning = tight.memory_warning().unwrap();
+    assert!(
+        warning.contains("`memory_max` (1G) is less than max_memory (512M) × 3 workers plus one replacement (2G)"),
+        "{warning}"
+    );
+    let roomy = parse_str(&format!(
+        "{base}instances = 3\nmax_memory = \"512M\"\nmemory_max = \"3G\"\n"
+    ))
+    .unwrap();
+    assert_eq!(roomy.memory_warning(), None);
 }
