@@ -1,7 +1,7 @@
 //! What the shim tells others: the status line systemd shows (`STATUS=`, `READY=1`), and
 //! the whole picture `nodeapp status` asks for over the control socket.
 
-use super::worker::Worker;
+use super::worker::{Role, Worker};
 use super::{Phase, Supervisor};
 use serde_json::json;
 
@@ -21,9 +21,18 @@ impl Supervisor {
                 .notifier
                 .status(&format!("starting: {ready}/{wanted} workers ready")),
             Phase::Running => {
-                let status = match &self.reload {
-                    Some(r) => format!("{}; {ready}/{wanted} workers ready", r.status()),
-                    None => self.running_status(),
+                let recycling = self
+                    .workers
+                    .iter()
+                    .find(|w| w.role == Role::Candidate && self.reload.is_none());
+                let status = match (&self.reload, recycling) {
+                    (Some(r), _) => format!("{}; {ready}/{wanted} workers ready", r.status()),
+                    (None, Some(w)) => format!(
+                        "{}; replacing worker {} (over max_memory)",
+                        self.running_status(),
+                        w.slot
+                    ),
+                    (None, None) => self.running_status(),
                 };
                 self.notifier.status(&status);
             }
