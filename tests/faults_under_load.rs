@@ -201,6 +201,14 @@ fn a_worker_killed_at_the_units_memory_max_is_replaced() {
         return;
     };
     assert_eq!(host.property(UNIT, "MemoryMax"), (400u64 << 20).to_string());
+    // Without max_memory, V8's heap gets 80% of a worker's share of it: 400M over two
+    // workers and one replacement, 106 MiB (plus the young generation).
+    let heap: u32 = host
+        .ok(&format!("curl -sS --fail -m 5 http://{ADDR}/heap-limit"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((106..180).contains(&heap), "heap limit {heap} MiB");
     let before = host.workers(UNIT);
     let traffic = load(&host);
     // Past the unit's limit the kernel's OOM killer picks the biggest process: this worker.

@@ -41,6 +41,9 @@ impl fmt::Display for UnitMemory {
 /// A worker smaller than this cannot run Node at all; a smaller `max_memory` is a typo.
 const MIN_WORKER_MEMORY: u64 = 32 << 20;
 
+/// The smallest share of `memory_max` that still sets a worker's heap limit.
+const MIN_DERIVED_BUDGET: u64 = 64 << 20;
+
 /// Share of `max_memory` given to V8's old space when the config does not set it: the
 /// rest is code, stacks, buffers and the young generation.
 const HEAP_SHARE_PERCENT: u64 = 80;
@@ -146,7 +149,7 @@ fn unit_memory(
 }
 
 impl Config {
-    /// The `--max-old-space-size` (MiB) a worker gets: a share of `max_memory`, unless the
+    /// The `--max-old-space-size` (MiB) a worker gets: a share of its budget, unless the
     /// config already sets one in `node_args` or `NODE_OPTIONS`.
     pub fn heap_limit_mib(&self) -> Option<u64> {
         let set = |s: &str| s.contains("--max-old-space-size");
@@ -155,9 +158,22 @@ impl Config {
         {
             return None;
         }
-        self.memory
-            .per_worker
+        self.worker_budget()
             .map(|bytes| (bytes / 100 * HEAP_SHARE_PERCENT) >> 20)
+    }
+
+    /// What one worker may use: `max_memory`, or else its share of the unit's
+    /// `memory_max`, shared with the other workers and one replacement. A share too small
+    /// to matter is no budget: the kernel's limit alone then applies.
+    fn worker_budget(&self) -> Option<u64> {
+        if let Some(bytes) = self.memory.per_worker {
+            return Some(bytes);
+        }
+        let Some(UnitMemory::Bytes(unit)) = self.memory.unit_max else {
+            return None;
+        };
+        let share = unit / (self.instances.workers() as u64 + 1);
+        (share >= MIN_DERIVED_BUDGET).then_some(share)
     }
 
     /// Limits that are valid but work against each other: a `memory_max` below what the

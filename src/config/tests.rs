@@ -396,6 +396,12 @@ fn memory_limits_take_sizes_shares_and_infinity() {
     ))
     .unwrap();
     assert_eq!(c.heap_limit_mib(), None);
+    // Without max_memory, a worker's budget is its share of memory_max: 3G over two
+    // workers and one replacement is 1G each, and 80% of that is the heap.
+    let c = parse_str(&format!("{base}instances = 2\nmemory_max = \"3G\"\n")).unwrap();
+    assert_eq!(c.heap_limit_mib(), Some(819));
+    let c = parse_str(&format!("{base}instances = 8\nmemory_max = \"256M\"\n")).unwrap();
+    assert_eq!(c.heap_limit_mib(), None, "28M each is too small to set");
 
     let e = errors(&format!(
         "{base}max_memory = 512\nmemory_max = \"lots\"\nmemory_high = \"150%\"\n"
