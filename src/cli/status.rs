@@ -6,7 +6,7 @@ use super::systemd::{self, Systemd, SERVICE, UNIT};
 use super::table::{self, human_bytes, human_duration, Table, Tone};
 use super::{files, Failure, Outcome};
 use nodeapp::shim::control::{self, Request};
-use nodeapp::{config, exit};
+use nodeapp::{config, exit, shim};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -104,20 +104,12 @@ fn worker_rows(body: &Value) -> Vec<WorkerRow> {
                         ready: ms(&w["ready_ms"]),
                         restarts: w["restarts"].as_u64().unwrap_or(0),
                         recycles: w["recycles"].as_u64().unwrap_or(0),
-                        rss: rss_bytes(pid),
+                        rss: shim::resident_bytes(pid as u32),
                     }
                 })
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Resident memory of a process, from `VmRSS` in /proc/<pid>/status.
-fn rss_bytes(pid: u64) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 fn print_text(

@@ -18,6 +18,7 @@ mod report;
 mod signals;
 mod worker;
 
+pub use recycle::resident_bytes;
 pub use worker::WorkerSpec;
 
 use crate::config::{format_duration, Config};
@@ -512,8 +513,7 @@ impl Supervisor {
         let now = Instant::now();
         for slot in 0..self.wanted {
             let due = self.slots[slot].respawn_at.map_or(true, |at| at <= now);
-            // A slot whose replacement is starting gets that one.
-            if !due || self.serving(slot).is_some() || self.has_candidate(Some(slot)) {
+            if !due || !self.needs_worker(slot) {
                 continue;
             }
             // A slot that a running reload already replaced runs the new release.
@@ -543,7 +543,7 @@ impl Supervisor {
 
     fn next_deadline(&self) -> Option<Instant> {
         let respawns = (0..self.wanted)
-            .filter(|&slot| self.phase != Phase::Stopping && self.serving(slot).is_none())
+            .filter(|&slot| self.phase != Phase::Stopping && self.needs_worker(slot))
             .filter_map(|slot| self.slots[slot].respawn_at);
         let workers = self.workers.iter().filter_map(Worker::deadline);
         let control = self.control.as_ref().and_then(|c| c.deadline());
@@ -555,6 +555,12 @@ impl Supervisor {
             .chain(watchdog)
             .chain(memory)
             .min()
+    }
+
+    /// Whether `slot` waits for a new worker: none serves it, and no replacement for it
+    /// is starting (that one takes it over once ready).
+    fn needs_worker(&self, slot: usize) -> bool {
+        self.serving(slot).is_none() && !self.has_candidate(Some(slot))
     }
 
     /// The worker that holds `slot`, if any.

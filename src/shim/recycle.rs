@@ -8,7 +8,6 @@
 use super::worker::{self, Role};
 use super::{Phase, Supervisor};
 use crate::config::format_size;
-use nix::unistd::Pid;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
@@ -43,7 +42,7 @@ impl Supervisor {
             let Some(old) = self.serving(slot).filter(|w| w.is_ready()) else {
                 continue;
             };
-            let Some(rss) = resident_bytes(old.pid) else {
+            let Some(rss) = resident_bytes(old.pid.as_raw() as u32) else {
                 continue;
             };
             if rss <= limit {
@@ -95,8 +94,8 @@ impl Supervisor {
     }
 }
 
-/// A process's resident set size, from /proc/PID/statm (in pages).
-fn resident_bytes(pid: Pid) -> Option<u64> {
+/// A process's resident set size (what `VmRSS` says), from /proc/PID/statm in pages.
+pub fn resident_bytes(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)

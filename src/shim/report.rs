@@ -21,10 +21,8 @@ impl Supervisor {
                 .notifier
                 .status(&format!("starting: {ready}/{wanted} workers ready")),
             Phase::Running => {
-                let recycling = self
-                    .workers
-                    .iter()
-                    .find(|w| w.role == Role::Candidate && self.reload.is_none());
+                // Outside a reload, a candidate replaces a worker over max_memory.
+                let recycling = self.workers.iter().find(|w| w.role == Role::Candidate);
                 let status = match (&self.reload, recycling) {
                     (Some(r), _) => format!("{}; {ready}/{wanted} workers ready", r.status()),
                     (None, Some(w)) => format!(
