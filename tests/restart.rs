@@ -140,7 +140,8 @@ fn a_worker_never_ready_at_start_stops_the_shim_at_ready_timeout() {
     gives_up(
         "instances = 1\nwait_ready = true\nready_timeout = \"1s\"",
         70,
-        "not ready within 1s (ready_timeout): the app cannot start",
+        "not ready within 1s (ready_timeout): the app never called process.send('ready') \
+         (wait_ready): the app cannot start",
     );
 }
 

@@ -56,7 +56,7 @@ pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
         config: config.clone(),
         preload: preload_path()?,
         journal: crate::logging::stderr_is_journal(),
-        listen_names: serde_json::to_string(&listeners.names()).expect("strings serialize"),
+        addresses: listeners.names(),
     };
     let supervisor = Supervisor {
         spec,
@@ -72,9 +72,33 @@ pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
         queued_reload: None,
         reload_failure: None,
         exit: None,
+        notes: Default::default(),
+        stop_asked_at: None,
         memory_check_at: config.memory.per_worker.map(|_| Instant::now()),
     };
     Ok(supervisor.run())
+}
+
+/// A note from a worker's preload, in words, with the fix where there is one.
+fn note_text(note: &worker::Note, config: &std::path::Path) -> String {
+    let config = config.display();
+    match note {
+        worker::Note::Fallback { asked, addresses } => format!(
+            "the app listens on {asked}, which matches no address in listen ({config}); its \
+             server serves {} instead",
+            addresses.join(", ")
+        ),
+        worker::Note::AddressInUse { asked } => format!(
+            "the app cannot listen on {asked}: the address is in use, probably by another \
+             worker of this app. Only addresses in listen are shared by every worker: add \
+             {asked} to listen in {config}, or run this server with instances = 1"
+        ),
+        worker::Note::Taken { asked, address, by } => format!(
+            "the app listens on {asked}, but {address} was given to its server that listened \
+             first on {by}, which matches no address in listen; add {by} to listen in \
+             {config}"
+        ),
+    }
 }
 
 fn check_cwd(config: &Config) -> Result<(), String> {
@@ -143,7 +167,14 @@ struct Supervisor {
     exit: Option<(u8, String)>,
     /// When resident memory is read next; `None` without `max_memory`.
     memory_check_at: Option<Instant>,
+    /// Notes about the app's `listen()` calls already logged: every worker would repeat them.
+    notes: std::collections::HashSet<String>,
+    /// When a signal asked the shim to stop.
+    stop_asked_at: Option<Instant>,
 }
+
+/// A stop signal repeated this soon is the same request, not a second Ctrl-C.
+const REPEATED_SIGNAL: Duration = Duration::from_secs(1);
 
 /// One place for a worker, numbered from 0 (`NODE_APP_INSTANCE`).
 #[derive(Debug, Clone, Default)]
@@ -267,6 +298,11 @@ impl Supervisor {
             Signal::SIGCHLD => self.reap_workers(),
             Signal::SIGHUP => self.request_reload(None),
             Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => match self.phase {
+                // timeout(1) and some terminals deliver one request twice at once.
+                Phase::Stopping
+                    if self
+                        .stop_asked_at
+                        .is_some_and(|at| at.elapsed() < REPEATED_SIGNAL) => {}
                 Phase::Stopping if sig == Signal::SIGINT => {
                     // A second Ctrl-C: the person at the terminal does not want to wait.
                     warn!("{sig} again while stopping: killing the workers now");
@@ -301,6 +337,12 @@ impl Supervisor {
         for message in worker.read_messages() {
             if message == Message::AppReady {
                 info!("worker {} (pid {pid}) says it is ready", worker.slot);
+            }
+            if let Message::Note(note) = &message {
+                let text = note_text(note, &self.spec.config.path);
+                if self.notes.len() < 64 && self.notes.insert(text.clone()) {
+                    warn!("worker {} (pid {pid}): {text}", worker.slot);
+                }
             }
             if worker.hear(&message) {
                 info!(
@@ -420,6 +462,7 @@ impl Supervisor {
     /// Asks every worker to drain; each is killed if still running after `stop_timeout`.
     fn stop(&mut self, sig: Signal) {
         info!("{sig}: stopping {} workers", self.workers.len());
+        self.stop_asked_at = Some(Instant::now());
         let live = self.workers.len();
         self.begin_stop(&format!("stopping: draining {live} workers"));
     }
@@ -445,19 +488,21 @@ impl Supervisor {
         for w in &mut self.workers {
             if w.ready_deadline().is_some_and(|at| at <= now) {
                 let waited = w.ready_timeout().as_secs_f64();
+                let because = w.not_ready_because(&self.spec.addresses);
                 if w.role == Role::Candidate {
                     failed_candidate = Some((
                         w.slot,
                         format!(
                             "the new worker {} (pid {}) was not ready within {waited}s \
-                             (ready_timeout)",
+                             (ready_timeout): {because}",
                             w.slot, w.pid
                         ),
                     ));
                     w.role = Role::Draining;
                 } else {
                     let why = format!(
-                        "worker {} (pid {}) not ready within {waited}s (ready_timeout)",
+                        "worker {} (pid {}) not ready within {waited}s (ready_timeout): \
+                         {because}",
                         w.slot, w.pid
                     );
                     warn!("{why}: killing it");

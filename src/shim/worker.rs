@@ -21,8 +21,8 @@ pub struct WorkerSpec {
     pub preload: PathBuf,
     /// Connect each worker's stdout/stderr to journald itself (under systemd).
     pub journal: bool,
-    /// What each listening socket is bound to (see `Listeners::names`), as JSON.
-    pub listen_names: String,
+    /// What each listening socket is bound to (see `Listeners::names`).
+    pub addresses: Vec<String>,
 }
 
 /// Variables of the shim's own environment that describe the shim, not the worker.
@@ -39,12 +39,34 @@ const NOT_INHERITED: &[&str] = &[
 /// What a worker says on its channel.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message {
-    /// The preload: every inherited socket is listening.
+    /// The preload: one inherited socket (named as in `Listeners::names`) is served.
+    Serving(String),
+    /// The preload: every inherited socket is served.
     Listening,
     /// An app ported from PM2 called `process.send('ready')`.
     AppReady,
     /// The preload: the event loop ran its timer, so it is not blocked.
     Heartbeat,
+    /// The preload saw the app listen in a way worth a journal line.
+    Note(Note),
+}
+
+/// How the app's `listen()` calls met the inherited sockets, when not one to one.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Note {
+    /// A server asked for an address that no socket has, and was given the unclaimed ones.
+    Fallback {
+        asked: String,
+        addresses: Vec<String>,
+    },
+    /// A server asked for an address outside `listen`, and it was in use.
+    AddressInUse { asked: String },
+    /// A server asked for a socket that an earlier server of the app was given by fallback.
+    Taken {
+        asked: String,
+        address: String,
+        by: String,
+    },
 }
 
 /// What a worker is there for.
@@ -63,8 +85,12 @@ pub struct Worker {
     pub pid: Pid,
     pub role: Role,
     pub started: Instant,
-    /// When it became ready: its sockets listen, or with `wait_ready` the app said so.
+    /// When it became ready: its sockets listen, and with `wait_ready` the app said so.
     pub ready_since: Option<Instant>,
+    /// The inherited sockets its app serves so far; all of them once `listening`.
+    pub serving: Vec<String>,
+    listening: bool,
+    app_ready: bool,
     /// When a draining worker is killed.
     pub drain_deadline: Option<Instant>,
     /// SIGKILL was sent; only its exit is left to wait for.
@@ -87,6 +113,9 @@ pub const ABORT_GRACE: Duration = Duration::from_secs(5);
 
 /// A line longer than this is not one of ours; it is dropped rather than buffered.
 const MAX_MESSAGE: usize = 64 * 1024;
+
+/// More addresses than a config can name are not kept.
+const MAX_SOCKETS: usize = 64;
 
 pub fn spawn(
     spec: &WorkerSpec,
@@ -127,7 +156,10 @@ pub fn spawn(
     cmd.envs(&spec.config.env)
         .env("NODE_APP_INSTANCE", slot.to_string())
         .env("NODEAPP_LISTEN_FDS", listeners.len().to_string())
-        .env("NODEAPP_LISTEN_NAMES", &spec.listen_names)
+        .env(
+            "NODEAPP_LISTEN_NAMES",
+            serde_json::to_string(&spec.addresses).expect("strings serialize"),
+        )
         .env("NODEAPP_STOP_SIGNAL", spec.config.stop_signal.as_str())
         // A few beats per timeout, so that one late timer does not look like a hang.
         .env(
@@ -170,6 +202,9 @@ pub fn spawn(
         role,
         started: Instant::now(),
         ready_since: None,
+        serving: Vec::new(),
+        listening: false,
+        app_ready: false,
         drain_deadline: None,
         killed: false,
         last_beat: Instant::now(),
@@ -251,19 +286,51 @@ impl Worker {
         self.ready_since.is_some()
     }
 
-    /// Takes in what the worker said; true if that made it ready.
+    /// Takes in what the worker said; true if that made it ready. It is ready once every
+    /// inherited socket is served, and with `wait_ready` once the app also said so.
     pub fn hear(&mut self, message: &Message) -> bool {
         self.last_beat = Instant::now();
-        let counts = match message {
-            Message::Listening => !self.wait_ready,
-            Message::AppReady => self.wait_ready,
-            Message::Heartbeat => false,
-        };
-        if counts && self.ready_since.is_none() {
+        match message {
+            Message::Serving(address) => {
+                if !self.serving.contains(address) && self.serving.len() < MAX_SOCKETS {
+                    self.serving.push(address.clone());
+                }
+            }
+            Message::Listening => self.listening = true,
+            Message::AppReady => self.app_ready = true,
+            Message::Heartbeat | Message::Note(_) => {}
+        }
+        let ready = self.listening && (self.app_ready || !self.wait_ready);
+        if ready && self.ready_since.is_none() {
             self.ready_since = Some(Instant::now());
             return true;
         }
         false
+    }
+
+    /// What it still lacks to be ready, in words, for the `ready_timeout` message.
+    pub fn not_ready_because(&self, addresses: &[String]) -> String {
+        let missing: Vec<&str> = addresses
+            .iter()
+            .filter(|a| !self.serving.contains(a))
+            .map(String::as_str)
+            .collect();
+        if !self.listening && !missing.is_empty() {
+            let serves = if self.serving.is_empty() {
+                "none of them".to_string()
+            } else {
+                format!("only {}", self.serving.join(", "))
+            };
+            format!(
+                "no server of the app listens on {} (of the addresses in listen it serves \
+                 {serves})",
+                missing.join(", ")
+            )
+        } else if self.wait_ready && !self.app_ready {
+            "the app never called process.send('ready') (wait_ready)".into()
+        } else {
+            "it did not start listening".into()
+        }
     }
 
     /// When it will be killed for not being ready; `None` once ready or killed.
@@ -352,15 +419,35 @@ impl Worker {
 /// Node's IPC channel in "json" mode carries one JSON value per line.
 fn parse_message(line: &[u8]) -> Option<Message> {
     let value: serde_json::Value = serde_json::from_slice(line).ok()?;
-    match &value {
-        serde_json::Value::String(s) if s == "ready" => Some(Message::AppReady),
-        serde_json::Value::Object(o) => match o.get("nodeapp")?.as_str()? {
-            "listening" => Some(Message::Listening),
-            "heartbeat" => Some(Message::Heartbeat),
-            _ => None,
-        },
-        _ => None,
-    }
+    let o = match &value {
+        serde_json::Value::String(s) if s == "ready" => return Some(Message::AppReady),
+        serde_json::Value::Object(o) => o,
+        _ => return None,
+    };
+    let text = |key: &str| o.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    Some(match o.get("nodeapp")?.as_str()? {
+        "listening" => Message::Listening,
+        "heartbeat" => Message::Heartbeat,
+        "serving" => Message::Serving(text("address")?),
+        "fallback" => Message::Note(Note::Fallback {
+            asked: text("asked")?,
+            addresses: o
+                .get("addresses")?
+                .as_array()?
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+        }),
+        "addrinuse" => Message::Note(Note::AddressInUse {
+            asked: text("asked")?,
+        }),
+        "taken" => Message::Note(Note::Taken {
+            asked: text("asked")?,
+            address: text("address")?,
+            by: text("by")?,
+        }),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -374,6 +461,20 @@ mod tests {
             Some(Message::Listening)
         );
         assert_eq!(parse_message(br#""ready""#), Some(Message::AppReady));
+        assert_eq!(
+            parse_message(br#"{"nodeapp":"serving","address":"127.0.0.1:3000"}"#),
+            Some(Message::Serving("127.0.0.1:3000".into()))
+        );
+        assert_eq!(
+            parse_message(
+                br#"{"nodeapp":"fallback","asked":"port 8080","addresses":["[::]:3000"]}"#
+            ),
+            Some(Message::Note(Note::Fallback {
+                asked: "port 8080".into(),
+                addresses: vec!["[::]:3000".into()]
+            }))
+        );
+        assert_eq!(parse_message(br#"{"nodeapp":"serving"}"#), None);
         assert_eq!(parse_message(br#"{"cmd":"NODE_HANDLE_ACK"}"#), None);
         assert_eq!(parse_message(b"not json"), None);
     }

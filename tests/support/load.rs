@@ -74,10 +74,7 @@ impl Load {
                     mode,
                     std::thread::spawn(move || {
                         if let Some(ns) = netns {
-                            let f = std::fs::File::open(&ns).expect("open netns");
-                            // setns applies to this thread only.
-                            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
-                                .expect("setns");
+                            super::enter_netns(&ns);
                         }
                         client(addr, mode, path, &stop)
                     }),

@@ -4,6 +4,8 @@
 
 pub mod host;
 pub mod load;
+pub mod run;
+pub mod ws;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -12,6 +14,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const APP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app");
+
+/// Moves the calling thread (only it) into the network namespace `ns`, such as a namespace
+/// host's `/proc/<pid>/ns/net`.
+pub fn enter_netns(ns: &Path) {
+    let f = std::fs::File::open(ns).expect("open netns");
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+}
 
 /// Polls `check` until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
