@@ -222,19 +222,23 @@ function adopt(server) {
   };
   adopted.set(server, state);
   watchClose(state, server);
+  const track = (socket) => {
+    state.connections.set(socket, Date.now());
+    socket.once('close', () => state.connections.delete(socket));
+  };
   if (state.kind === 'h2') {
     server.prependListener('session', (session) => {
       state.sessions.add(session);
       session.once('close', () => state.sessions.delete(session));
       if (draining) goingAway(session);
     });
+    // With `allowHTTP1`, TLS clients that do not offer h2 get HTTP/1.1 on this server.
+    server.prependListener('secureConnection', (socket) => {
+      if (socket.alpnProtocol !== 'h2') track(socket);
+    });
   } else if (state.kind !== 'net') {
     // A TLS server's HTTP lives on the TLS socket, known once the handshake is done.
-    const event = state.kind === 'https' ? 'secureConnection' : 'connection';
-    server.prependListener(event, (socket) => {
-      state.connections.set(socket, Date.now());
-      socket.once('close', () => state.connections.delete(socket));
-    });
+    server.prependListener(state.kind === 'https' ? 'secureConnection' : 'connection', track);
   }
   return state;
 }
@@ -277,16 +281,19 @@ function stopAccepting() {
       if (typeof cb === 'function') whenClosed(state, () => cb());
       return this;
     };
-    if (state.kind === 'h2') {
-      for (const session of state.sessions) goingAway(session);
-    } else if (state.kind !== 'net') {
-      for (const socket of state.connections.keys()) {
-        state.connections.set(socket, now);
-        const res = response(socket);
-        if (res && !res.headersSent) res.shouldKeepAlive = false;
-      }
+    for (const session of state.sessions) goingAway(session);
+    for (const socket of state.connections.keys()) {
+      state.connections.set(socket, now);
+      const res = response(socket);
+      if (res && !res.headersSent) res.shouldKeepAlive = false;
+    }
+    // On HTTP/2 only HTTP/1 requests (`allowHTTP1`) get this, and only on a server that
+    // has 'request' listeners already: adding one would switch a core-API server to the
+    // compatibility layer.
+    const http1 = state.kind === 'http' || state.kind === 'https';
+    if (http1 || (state.kind === 'h2' && server.listenerCount('request') > 0)) {
       server.prependListener('request', (req, res) => {
-        res.shouldKeepAlive = false;
+        if (req.httpVersionMajor === 1) res.shouldKeepAlive = false;
       });
     }
   }
@@ -402,13 +409,15 @@ function onStopSignal(signal) {
     }
     return false;
   }
-  if (!stopping.handedOver || now - stopping.at < REPEAT_WINDOW_MS) return false;
-  if (appListeners(signal) > 0) return true;
-  // The app removed its handlers and sent the signal to itself (NestJS, terminus): it
-  // wants the default action, as in plain Node.
-  process.removeListener(signal, catchSignal);
-  process.kill(process.pid, signal);
-  return false;
+  if (!stopping.handedOver) return false;
+  if (appListeners(signal) === 0) {
+    // The app removed its handlers and sent the signal to itself (NestJS, terminus): it
+    // wants the default action, as in plain Node.
+    process.removeListener(signal, catchSignal);
+    process.kill(process.pid, signal);
+    return false;
+  }
+  return now - stopping.at >= REPEAT_WINDOW_MS;
 }
 
 // No handler of the app's: drain, and exit once every served connection is gone.

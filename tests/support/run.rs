@@ -13,12 +13,21 @@ use std::time::Duration;
 const SHIM: &str = env!("CARGO_BIN_EXE_nodeapp-shim");
 const NODEAPP: &str = env!("CARGO_BIN_EXE_nodeapp");
 
-/// A loopback address no one listens on; the kernel hands out another one next time.
+/// A loopback address no one listens on, below Linux's ephemeral range (32768-60999): a
+/// port from that range could become a client's local port under load before the app
+/// binds it.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = 32768 - 20000;
+    let start = (std::process::id() % span) as u16;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + (start.wrapping_add(n.wrapping_mul(7919)) % span as u16);
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
 }
 
 pub struct Running {
