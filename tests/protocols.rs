@@ -109,11 +109,20 @@ fn websockets_close_with_1001_on_reload_and_stop_and_clients_reconnect() {
         took < PROMPT,
         "the reload waited for the WebSockets: {took:?}"
     );
+    let mut latest = Duration::ZERO;
     for r in readers {
         let (code, at) = r.join().unwrap();
         assert_eq!(code, Some(CloseCode::Away), "{}", app.log());
-        assert!(at.duration_since(reload_started) < PROMPT);
+        latest = latest.max(at.duration_since(reload_started));
     }
+    eprintln!(
+        "ws: 6 clients closed with 1001 at most {} ms after the reload began; {} new \
+         connections during it, {} failed",
+        latest.as_millis(),
+        made.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    assert!(latest < PROMPT);
     assert_eq!(failed.load(Ordering::Relaxed), 0, "{errors:?}");
     assert!(made.load(Ordering::Relaxed) > 5);
     assert_drained_cleanly(&app, &before);

@@ -51,8 +51,6 @@ const HANDOVER_MAX_MS = 2000;
 // before it takes the unclaimed sockets: an exporter that listens first on a port not in
 // `listen` must not take the app's socket.
 const FALLBACK_WAIT_MS = 100;
-// A WebSocket close frame: FIN + close opcode, 2 bytes of payload, status 1001 (going away).
-const WS_GOING_AWAY = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
 
 const originalListen = net.Server.prototype.listen;
 const netClose = net.Server.prototype.close;
@@ -342,18 +340,13 @@ function told() {
 // Ends open WebSockets with 1001 (going away) so that their clients reconnect to another
 // worker. `ws` (and so socket.io, graphql-ws, ...) keeps its object on the socket under a
 // symbol; its own close() does the closing handshake without cutting a frame in two.
+// Other upgraded connections are left alone: a frame of ours written into a protocol we
+// cannot see would corrupt it.
 function closeWebSockets() {
   for (const state of adopted.values()) {
     for (const socket of state.connections.keys()) {
-      if (!upgraded(socket)) continue;
-      const ws = webSocketOf(socket);
-      if (ws) {
-        if (ws.readyState === 1) ws.close(1001, 'going away');
-      } else if (socket.writableLength === 0 && !socket.nodeappGoingAway) {
-        // Unknown library: a close frame only between its writes, then the connection ends.
-        socket.nodeappGoingAway = true;
-        socket.end(WS_GOING_AWAY);
-      }
+      const ws = upgraded(socket) && webSocketOf(socket);
+      if (ws && ws.readyState === 1) ws.close(1001, 'going away');
     }
   }
 }
