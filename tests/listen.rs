@@ -94,6 +94,22 @@ fn a_hard_coded_port_that_matches_nothing_is_served_with_one_journal_line() {
 }
 
 #[test]
+fn address_right_after_listen_works_while_the_fallback_waits() {
+    let a = free_addr();
+    let js =
+        "const s = require('http').createServer((q, r) => r.end(`app pid=${process.pid}\\n`));\n\
+              s.listen(8089);\nconsole.log(`asked for ${s.address().port}`);\n";
+    let app = Running::start_with("api", |dir| app_config(dir, js, &[a], "instances = 2"));
+    assert!(get(a).starts_with("app "));
+    assert_eq!(
+        app.log().matches("asked for 8089").count(),
+        2,
+        "{}",
+        app.log()
+    );
+}
+
+#[test]
 fn an_exporter_on_a_port_outside_listen_names_the_fix_when_the_second_worker_cannot_bind_it() {
     let (a, outside) = (free_addr(), free_addr());
     let js = server("metrics", &outside.port().to_string()) + &server("app", &a.port().to_string());

@@ -58,7 +58,9 @@ const netClose = net.Server.prototype.close;
 function send(message) {
   if (typeof process.send === 'function' && process.connected) {
     try {
-      process.send(message);
+      // With a callback a failed write is reported there, not as an 'error' on process
+      // that would end the worker.
+      process.send(message, () => {});
     } catch (_) {
       // The shim is gone; the 'disconnect' handler below deals with that.
     }
@@ -124,6 +126,11 @@ net.Server.prototype.listen = function listen(...args) {
     send({ nodeapp: 'taken', asked: describe(want), address: holder.name, by: holder.asked });
   } else if (free.length > 0 && parked === null) {
     parked = { server: this, args, want, timer: setTimeout(takeUnclaimed, FALLBACK_WAIT_MS) };
+    // Plain Node binds a port synchronously, and apps read address() right after listen().
+    const host = want.host === undefined ? '::' : want.host === 'localhost' ? '127.0.0.1' : want.host;
+    const family = host.includes(':') ? 'IPv6' : 'IPv4';
+    const standIn = want.path !== undefined ? want.path : { address: host, family, port: want.port };
+    this.address = () => standIn;
     return this;
   }
   watchAddressInUse(this, want);
@@ -133,6 +140,7 @@ net.Server.prototype.listen = function listen(...args) {
 function releaseParked() {
   const { server, args, want, timer } = parked;
   parked = null;
+  delete server.address;
   clearTimeout(timer);
   watchAddressInUse(server, want);
   originalListen.apply(server, args);
@@ -141,6 +149,7 @@ function releaseParked() {
 function takeUnclaimed() {
   const { server, args, want } = parked;
   parked = null;
+  delete server.address;
   const free = sockets.filter((s) => s.server === null);
   if (free.length === 0) {
     watchAddressInUse(server, want);
@@ -165,6 +174,15 @@ function watchAddressInUse(server, want) {
   server.once('listening', () => server.removeListener('error', onError));
 }
 
+const FORWARDED_OPTIONS = [
+  'allowHalfOpen',
+  'pauseOnConnect',
+  'noDelay',
+  'keepAlive',
+  'keepAliveInitialDelay',
+  'highWaterMark',
+];
+
 // Serves `matched` sockets on `server`: the first directly, the rest through forwarders
 // that hand their connections to it.
 function serve(server, matched, args, asked) {
@@ -183,7 +201,13 @@ function serve(server, matched, args, asked) {
     };
   }
   for (const s of matched.slice(1)) {
-    const forwarder = net.createServer((socket) => server.emit('connection', socket));
+    // The app's server options (http's noDelay, keepAlive, ...) apply to the sockets the
+    // forwarder accepts.
+    const options = {};
+    for (const k of FORWARDED_OPTIONS) {
+      if (server[k] !== undefined) options[k] = server[k];
+    }
+    const forwarder = net.createServer(options, (socket) => server.emit('connection', socket));
     internal.add(forwarder);
     state.forwarders.push(forwarder);
     watchClose(state, forwarder);
@@ -192,7 +216,14 @@ function serve(server, matched, args, asked) {
     originalListen.call(forwarder, { fd: s.fd });
   }
   server.once('listening', () => served(matched[0]));
-  return originalListen.call(server, { fd: matched[0].fd }, callback);
+  const signal = args[0] !== null && typeof args[0] === 'object' ? args[0].signal : undefined;
+  if (signal) {
+    // As in plain Node: aborting closes the server (and so its forwarders).
+    const closeForwarders = () => state.forwarders.forEach((f) => netClose.call(f));
+    if (signal.aborted) process.nextTick(closeForwarders);
+    else signal.addEventListener('abort', closeForwarders, { once: true });
+  }
+  return originalListen.call(server, { fd: matched[0].fd, signal }, callback);
 }
 
 function served(socket) {
@@ -261,6 +292,10 @@ const upgraded = (socket) => !socket.parser && !socket.destroyed;
 // ---- Draining ----
 
 let draining = false;
+// Set once open WebSockets are to get 1001: at once without a handler of the app's, a
+// grace after the hand-over with one. Checked on every tick, so that a WebSocket whose
+// handshake was still in progress when the drain began is closed too.
+let closingWebSockets = false;
 
 // Stop accepting on every adopted server, and make every HTTP/1 response from now on the
 // last on its connection. The app's own `server.close(cb)` keeps working: it calls back
@@ -270,20 +305,20 @@ function stopAccepting() {
   const now = Date.now();
   for (const [server, state] of adopted) {
     // Also when not listening: net then emits 'close' once no connection is left.
-    for (const s of [server, ...state.forwarders]) netClose.call(s);
+    // Only those still listening: one the app closed already has emitted (or will emit)
+    // its 'close', and a second netClose would emit it again.
+    for (const s of [server, ...state.forwarders]) if (s._handle) netClose.call(s);
     Object.defineProperty(server, 'listening', { configurable: true, get: () => !state.appClosed });
     server.close = function close(cb) {
       // Idle connections are closed after the grace, not at once as Node 19+ does.
       state.appClosed = true;
-      appClosed = true;
       if (typeof cb === 'function') whenClosed(state, () => cb());
       return this;
     };
     for (const session of state.sessions) goingAway(session);
     for (const socket of state.connections.keys()) {
       state.connections.set(socket, now);
-      const res = response(socket);
-      if (res && !res.headersSent) res.shouldKeepAlive = false;
+      lastOnConnection(socket);
     }
     // On HTTP/2 only HTTP/1 requests (`allowHTTP1`) get this, and only on a server that
     // has 'request' listeners already: adding one would switch a core-API server to the
@@ -312,12 +347,28 @@ function goingAway(session) {
   setTimeout(() => session.closed || session.destroyed || session.close(), IDLE_GRACE_MS).unref();
 }
 
+// The response in progress is made the last on its connection only when no pipelined
+// request is queued behind it (the parser's latest request is its own); otherwise the
+// queued responses would be dropped. Re-checked on every tick as responses advance.
+function lastOnConnection(socket) {
+  const res = response(socket);
+  if (res && !res.headersSent && socket.parser && socket.parser.incoming === res.req) {
+    res.shouldKeepAlive = false;
+  }
+}
+
 function closeIdleConnections() {
+  if (closingWebSockets) closeWebSockets();
   const now = Date.now();
   for (const state of adopted.values()) {
     for (const [socket, busySince] of state.connections) {
-      if (response(socket)) {
+      // Bytes received since the last tick (a request whose headers are still arriving)
+      // count as busy, as they do for Node's own keepAliveTimeout.
+      const read = socket.bytesRead;
+      if (response(socket) || read !== socket.nodeappBytesRead) {
+        socket.nodeappBytesRead = read;
         state.connections.set(socket, now);
+        lastOnConnection(socket);
       } else if (socket.parser && now - busySince >= IDLE_GRACE_MS) {
         socket.destroy();
       }
@@ -376,11 +427,15 @@ const stopSignals = new Set(['SIGTERM', 'SIGINT', stopSignal]);
 // Only so that Node catches these signals; what they do is decided in `emit` below.
 const catchSignal = () => {};
 // The app's listeners: every one but ours.
-const appListeners = (signal) => process.listeners(signal).filter((l) => l !== catchSignal).length;
+// signal-exit (v3 and v4, under many npm packages) only observes: it re-raises the signal
+// when it is alone, so it is no handler of the app's.
+const SIGNAL_EXIT = 'If there are no other listeners, an exit is coming';
+const observer = (l) => Function.prototype.toString.call(l).includes(SIGNAL_EXIT);
+const appListeners = (signal) =>
+  process.listeners(signal).filter((l) => l !== catchSignal && !observer(l)).length;
 // A repeated signal this soon after the first is the same request (timeout(1) sends two).
 const REPEAT_WINDOW_MS = 100;
 let stopping = null; // { signal, at, handedOver }
-let appClosed = false;
 
 // Node delivers signals through process.emit, bound when the first listener is added:
 // wrapping it before that lets the app's handlers run after kept-alive clients were told.
@@ -416,12 +471,12 @@ function onStopSignal(signal) {
 // No handler of the app's: drain, and exit once every served connection is gone.
 function drainAndExit() {
   if (!draining) stopAccepting();
+  closingWebSockets = true;
   closeWebSockets();
   whenAllClosed(() => process.exit(0));
 }
 
 // The app handles the stop signal: tell kept-alive clients first, then hand it the signal.
-// If its handler does not close the server, the drain goes on and exits as without one.
 function handOver(signal) {
   stopAccepting();
   const started = Date.now();
@@ -430,20 +485,26 @@ function handOver(signal) {
     clearInterval(check);
     stopping.handedOver = true;
     stopping.at = Date.now();
-    originalEmit.call(process, signal, signal);
     // The app may close its WebSockets its own way; those still open after the grace get
-    // 1001.
-    setTimeout(closeWebSockets, IDLE_GRACE_MS).unref();
-    // Without a close() of the app's, the drain ends as it does without a handler, a
-    // grace after the hand-over at the earliest.
-    const exitUnlessAppCloses = () => {
-      if (!appClosed) whenAllClosed(() => appClosed || process.exit(0));
-    };
-    setTimeout(exitUnlessAppCloses, IDLE_GRACE_MS).unref();
+    // 1001. Set first: the app's handler may throw.
+    setTimeout(() => {
+      closingWebSockets = true;
+      closeWebSockets();
+    }, IDLE_GRACE_MS).unref();
+    // From here the app's handler decides when to exit, as in plain Node; the drain still
+    // closes every connection, and stop_timeout bounds the rest.
+    originalEmit.call(process, signal, signal);
   }, 10);
 }
 
-for (const signal of stopSignals) process.on(signal, catchSignal);
+for (const signal of stopSignals) {
+  // A listener added before this preload (NODE_OPTIONS=--require) made Node bind the
+  // signal to the unwrapped emit: re-add them so that the binding is made again.
+  const earlier = process.rawListeners(signal);
+  process.removeAllListeners(signal);
+  process.on(signal, catchSignal);
+  for (const l of earlier) process.on(signal, l);
+}
 
 // Heartbeats come from a timer: when the event loop is blocked they stop, and the shim
 // aborts the worker after heartbeat_timeout. The timer never keeps the app alive.
@@ -457,5 +518,17 @@ if (process.channel) {
     drainAndExit();
   });
   // Listening for 'disconnect' refs the channel; it must not keep a finished app alive.
+  // An explicit unref() turns Node's ref counting off for good, so the app's own 'message'
+  // listeners (which keep a plain child alive) ref it again here.
   process.channel.unref();
+  const refForMessages = (event) => {
+    if (event !== 'message') return;
+    process.nextTick(() => {
+      if (!process.channel) return;
+      if (process.listenerCount('message') > 0) process.channel.ref();
+      else process.channel.unref();
+    });
+  };
+  process.on('newListener', refForMessages);
+  process.on('removeListener', refForMessages);
 }
