@@ -1,20 +1,21 @@
 //! `nodeapp import-pm2`: the apps of a PM2 ecosystem file as nodeapp configs, with every
 //! key that has no equivalent named, and what to use instead.
 
+mod load;
+
 use super::apps::{self, Activation, Draft};
 use super::systemd::Systemd;
 use super::{Failure, Outcome};
 use clap::Args;
 use nodeapp::config::{self, format_duration, format_size, parse_size};
-use nodeapp::exit;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// The ecosystem file: ecosystem.config.js (.cjs, .mjs; evaluated with node) or .json.
+    /// The ecosystem file, as `pm2 start` takes it: *.config.js (.cjs, .mjs; evaluated
+    /// with node), *.json (a JavaScript expression), *.yml or *.yaml.
     file: PathBuf,
     /// Apply the app's env_<NAME> over its env, as `pm2 start --env NAME` does.
     #[arg(long, value_name = "NAME")]
@@ -22,6 +23,9 @@ pub struct ImportArgs {
     /// Print the configs instead of writing them to /etc/nodeapp.
     #[arg(long)]
     dry_run: bool,
+    /// With --dry-run: print one JSON object per app (name, config, notes, refused).
+    #[arg(long, requires = "dry_run")]
+    json: bool,
     #[command(flatten)]
     activation: Activation,
 }
@@ -133,21 +137,56 @@ struct Converted {
     notes: Vec<String>,
 }
 
+impl Converted {
+    /// `{name, config, notes, refused}`: the config as JSON, or why there is none.
+    fn to_json(&self) -> Value {
+        let config = self
+            .toml
+            .as_ref()
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|t| serde_json::to_value(t).ok());
+        serde_json::json!({
+            "name": self.name,
+            "config": config,
+            "notes": self.notes,
+            "refused": self.toml.as_ref().err(),
+        })
+    }
+}
+
 pub fn import(args: &ImportArgs) -> Outcome {
-    let ecosystem = load_ecosystem(&args.file)?;
+    let (loaded, file_notes) = load_ecosystem(&args.file)?;
+    let ecosystem = &loaded.value;
+    for note in &file_notes {
+        eprintln!("{}: {note}", args.file.display());
+    }
     let base = args
         .file
         .canonicalize()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("/"));
-    let apps = app_list(&ecosystem)?;
+    let apps = app_list(ecosystem)?;
+    let caller = Caller::from_env(&loaded);
     let converted: Vec<Converted> = apps
         .iter()
         .enumerate()
-        .map(|(i, app)| convert(i, app, &base, args.env.as_deref()))
+        .map(|(i, app)| convert(i, app, &base, args.env.as_deref(), &caller))
         .collect();
 
+    if args.json {
+        let out: Vec<Value> = converted.iter().map(Converted::to_json).collect();
+        println!("{}", Value::Array(out));
+        let refused = converted.iter().filter(|c| c.toml.is_err()).count();
+        return match refused {
+            0 => Ok(()),
+            n => Err(Failure::config(format!(
+                "{n} of {} apps not imported",
+                converted.len()
+            ))),
+        };
+    }
     let mut failed = 0;
     let mut written = Vec::new();
     for c in &converted {
@@ -189,48 +228,34 @@ pub fn import(args: &ImportArgs) -> Outcome {
     Ok(())
 }
 
-/// The file's exported object. A `.js` file is code: node evaluates it, as PM2 does.
-fn load_ecosystem(file: &Path) -> Result<Value, Failure> {
+/// The file's apps, read as PM2 reads them. A file whose name PM2 does not take for an
+/// ecosystem file is, to `pm2 start`, the app itself.
+fn load_ecosystem(file: &Path) -> Result<(load::Loaded, Vec<String>), Failure> {
     let unreadable = |why: String| Failure::usage(format!("{}: {why}", file.display()));
-    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let text = match ext {
-        "json" => std::fs::read_to_string(file).map_err(|e| unreadable(e.to_string()))?,
-        "js" | "cjs" | "mjs" => {
-            let path = file.canonicalize().map_err(|e| unreadable(e.to_string()))?;
-            // import() reads CommonJS and ES modules alike; `default` is module.exports.
-            let script = "import(require('url').pathToFileURL(process.argv[1]).href)\
-                .then(m => process.stdout.write(JSON.stringify(m.default ?? m)))\
-                .catch(e => { console.error(String(e && e.stack || e)); process.exit(1); });";
-            let out = Command::new("node")
-                .arg("-e")
-                .arg(script)
-                .arg(&path)
-                .current_dir(path.parent().unwrap_or(Path::new("/")))
-                .output()
-                .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("cannot run node: {e}")))?;
-            if !out.status.success() {
-                return Err(unreadable(format!(
-                    "node could not load it:\n{}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
-        _ => {
-            return Err(unreadable(
-                "expected an ecosystem file ending in .js, .cjs, .mjs or .json \
-                 (for YAML, convert it to JSON first)"
-                    .into(),
-            ))
-        }
+    let Some(kind) = load::kind_of(file) else {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let note = format!(
+            "PM2 does not read {name} as an ecosystem file (the name has none of .json, .yml, \
+             .yaml, .config.js, .config.cjs, .config.mjs): `pm2 start {name}` runs it as the \
+             app. If it lists apps, rename it to ecosystem.config.js"
+        );
+        let value = serde_json::json!({ "script": file.display().to_string() });
+        let loaded = load::Loaded {
+            value,
+            ..load::Loaded::default()
+        };
+        return Ok((loaded, vec![note]));
     };
-    serde_json::from_str(&text).map_err(|e| unreadable(format!("not JSON: {e}")))
+    let loaded = load::load(file, kind).map_err(unreadable)?;
+    Ok((loaded, Vec::new()))
 }
 
-/// `{ apps: [...] }`, a bare list of apps, or one app.
+/// `apps`, else `pm2`, else the whole value, as PM2 reads them (lib/API.js); one app that
+/// is not in a list is a list of one.
 fn app_list(ecosystem: &Value) -> Result<Vec<Map<String, Value>>, Failure> {
     let list = match ecosystem {
         Value::Object(o) if o.contains_key("apps") => &o["apps"],
+        Value::Object(o) if o.contains_key("pm2") => &o["pm2"],
         other => other,
     };
     let apps: Vec<Map<String, Value>> = match list {
@@ -238,7 +263,7 @@ fn app_list(ecosystem: &Value) -> Result<Vec<Map<String, Value>>, Failure> {
             .iter()
             .filter_map(|v| v.as_object().cloned())
             .collect(),
-        Value::Object(o) if o.contains_key("script") => vec![o.clone()],
+        Value::Object(o) => vec![o.clone()],
         _ => Vec::new(),
     };
     if apps.is_empty() {
@@ -268,11 +293,77 @@ fn words(v: &Value) -> Vec<String> {
     }
 }
 
+/// The importer's own environment, as far as the ecosystem file used it: values that
+/// came from it are named in the notes, and a wholesale copy is not written into a config.
+#[derive(Default)]
+struct Caller {
+    /// The variables the file read, with their values here.
+    read: Vec<(String, String)>,
+    /// Every variable here, when the file enumerated the environment.
+    copied: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl Caller {
+    fn from_env(loaded: &load::Loaded) -> Caller {
+        Caller {
+            read: loaded
+                .read_env
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+                .collect(),
+            copied: loaded.copied_env.then(|| std::env::vars().collect()),
+        }
+    }
+
+    /// Drops the entries of `env` that only repeat a copied environment, and says which
+    /// kept values came from the caller's environment.
+    fn sift(&self, env: &mut Map<String, Value>, notes: &mut Vec<String>) {
+        if let Some(all) = &self.copied {
+            let repeated: Vec<String> = env
+                .iter()
+                .filter(|(k, v)| scalar(v).is_some_and(|v| all.get(*k) == Some(&v)))
+                .map(|(k, _)| k.clone())
+                .collect();
+            if !repeated.is_empty() {
+                for k in &repeated {
+                    env.remove(k);
+                }
+                notes.push(format!(
+                    "env copies the environment `nodeapp import-pm2` ran in (process.env): {} \
+                     variables with the same value here were not written ({}); add to [env] \
+                     the ones the app needs",
+                    repeated.len(),
+                    abbreviate(&repeated)
+                ));
+            }
+        }
+        for (key, value) in env.iter() {
+            let Some(value) = scalar(value) else { continue };
+            if let Some((from, _)) = self.read.iter().find(|(_, v)| *v == value && !v.is_empty()) {
+                notes.push(format!(
+                    "env.{key} is {value:?} from this shell's ${from}, as PM2 would read it \
+                     here; check it is what the app should run with"
+                ));
+            }
+        }
+    }
+}
+
+/// The first few of `names`, and how many more.
+fn abbreviate(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(6).map(String::as_str).collect();
+    match names.len().saturating_sub(shown.len()) {
+        0 => shown.join(", "),
+        more => format!("{}, and {more} more", shown.join(", ")),
+    }
+}
+
 fn convert(
     index: usize,
     app: &Map<String, Value>,
     base: &Path,
     env_name: Option<&str>,
+    caller: &Caller,
 ) -> Converted {
     let script = app.get("script").and_then(Value::as_str).unwrap_or("");
     let name = match app.get("name").and_then(scalar) {
@@ -284,7 +375,7 @@ fn convert(
         ),
     };
     let mut notes = Vec::new();
-    let toml = draft(app, base, env_name, &mut notes).and_then(|d| {
+    let toml = draft(app, base, env_name, caller, &mut notes).and_then(|d| {
         config::validate_name(&name)?;
         Ok(d.to_toml())
     });
@@ -295,6 +386,7 @@ fn draft(
     app: &Map<String, Value>,
     base: &Path,
     env_name: Option<&str>,
+    caller: &Caller,
     notes: &mut Vec<String>,
 ) -> Result<Draft, String> {
     let script = app
@@ -378,6 +470,7 @@ fn draft(
             notes.push(format!("{key} not applied (pass --env {})", &key[4..]));
         }
     }
+    caller.sift(&mut env, notes);
     d.env = env
         .iter()
         .filter_map(|(k, v)| scalar(v).map(|v| (k.clone(), v)))
@@ -462,7 +555,13 @@ mod tests {
     use serde_json::json;
 
     fn one(app: Value, env: Option<&str>) -> Converted {
-        convert(0, app.as_object().unwrap(), Path::new("/srv/eco"), env)
+        convert(
+            0,
+            app.as_object().unwrap(),
+            Path::new("/srv/eco"),
+            env,
+            &Caller::default(),
+        )
     }
 
     #[test]
@@ -543,6 +642,32 @@ mod tests {
         let t: toml::Table = c.toml.unwrap().parse().unwrap();
         assert_eq!(t["listen"][0].as_str(), Some("[::1]:8080"));
         assert_eq!(t["instances"].as_str(), Some("max"));
+    }
+
+    #[test]
+    fn a_copied_environment_is_not_written_and_values_from_it_are_named() {
+        let caller = Caller {
+            read: vec![("API_PORT".into(), "8080".into())],
+            copied: Some(
+                [
+                    ("HOME", "/root"),
+                    ("PATH", "/usr/bin"),
+                    ("API_PORT", "8080"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            ),
+        };
+        let mut env = json!({"HOME": "/root", "PATH": "/usr/bin", "NODE_ENV": "production",
+                             "PORT": "8080"})
+        .as_object()
+        .unwrap()
+        .clone();
+        let mut notes = Vec::new();
+        caller.sift(&mut env, &mut notes);
+        assert_eq!(env.keys().collect::<Vec<_>>(), ["NODE_ENV", "PORT"]);
+        assert!(notes[0].contains("2 variables") && notes[0].contains("HOME, PATH"));
+        assert!(notes[1].contains("env.PORT is \"8080\" from this shell's $API_PORT"));
     }
 
     #[test]
