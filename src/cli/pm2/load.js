@@ -47,8 +47,8 @@ function finish(result) {
 }
 
 function reason(err) {
-  if (err && err.code === 'MODULE_NOT_FOUND') {
-    const missing = /Cannot find module '([^']+)'/.exec(err.message);
+  if (err && (err.code === 'MODULE_NOT_FOUND' || err.code === 'ERR_MODULE_NOT_FOUND')) {
+    const missing = /Cannot find (?:module|package) '([^']+)'/.exec(err.message);
     const name = missing ? missing[1] : String(err.message).split('\n')[0];
     return `it requires ${JSON.stringify(name)}, which cannot be found from ${path.dirname(file)} (install the app's dependencies there first)`;
   }

@@ -2,6 +2,7 @@
 //! key that has no equivalent named, and what to use instead.
 
 mod load;
+mod program;
 
 use super::apps::{self, Activation, Draft};
 use super::systemd::Systemd;
@@ -26,6 +27,13 @@ pub struct ImportArgs {
     /// With --dry-run: print one JSON object per app (name, config, notes, refused).
     #[arg(long, requires = "dry_run")]
     json: bool,
+    /// The address an app listens on, where the file does not say: ADDR for every app
+    /// without one, or APP=ADDR for one app; repeat for more.
+    #[arg(long, value_name = "[APP=]ADDR")]
+    listen: Vec<String>,
+    /// The app's name, for a file with one app (instead of its PM2 name).
+    #[arg(long)]
+    name: Option<String>,
     #[command(flatten)]
     activation: Activation,
 }
@@ -108,10 +116,12 @@ const UNMAPPED: &[(&str, &str)] = &[
 /// Keys the importer reads; anything else is reported as unknown.
 const MAPPED: &[&str] = &[
     "name",
+    "port",
     "script",
     "cwd",
     "args",
     "interpreter",
+    "exec_interpreter",
     "interpreter_args",
     "node_args",
     "instances",
@@ -169,10 +179,29 @@ pub fn import(args: &ImportArgs) -> Outcome {
         .unwrap_or_else(|| PathBuf::from("/"));
     let apps = app_list(ecosystem)?;
     let caller = Caller::from_env(&loaded);
+    if args.name.is_some() && apps.len() > 1 {
+        return Err(Failure::usage(format!(
+            "--name names one app, and the file has {}; rename them in the file",
+            apps.len()
+        )));
+    }
+    let given = Given {
+        env_name: args.env.clone(),
+        name: args.name.clone(),
+        listen: args
+            .listen
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((app, addr)) => (Some(app.to_string()), addr.to_string()),
+                None => (None, l.clone()),
+            })
+            .collect(),
+        shell_port: std::env::var("PORT").ok().filter(|p| !p.is_empty()),
+    };
     let converted: Vec<Converted> = apps
         .iter()
         .enumerate()
-        .map(|(i, app)| convert(i, app, &base, args.env.as_deref(), &caller))
+        .map(|(i, app)| convert(i, app, &base, &given, &caller))
         .collect();
 
     if args.json {
@@ -284,11 +313,12 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-/// PM2 takes argument lists as an array or as one string split on spaces.
+/// PM2 takes argument lists as an array or as one string split on spaces, quotes
+/// grouping words.
 fn words(v: &Value) -> Vec<String> {
     match v {
         Value::Array(items) => items.iter().filter_map(scalar).collect(),
-        Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
+        Value::String(s) => program::split_command(s),
         _ => Vec::new(),
     }
 }
@@ -358,15 +388,26 @@ fn abbreviate(names: &[String]) -> String {
     }
 }
 
+/// What the command line adds to the file.
+#[derive(Default)]
+struct Given {
+    env_name: Option<String>,
+    name: Option<String>,
+    /// `--listen`: for one app (by its PM2 name), or for every app without a port.
+    listen: Vec<(Option<String>, String)>,
+    /// The shell's PORT, which PM2 passes to every app it starts.
+    shell_port: Option<String>,
+}
+
 fn convert(
     index: usize,
     app: &Map<String, Value>,
     base: &Path,
-    env_name: Option<&str>,
+    given: &Given,
     caller: &Caller,
 ) -> Converted {
     let script = app.get("script").and_then(Value::as_str).unwrap_or("");
-    let name = match app.get("name").and_then(scalar) {
+    let pm2_name = match app.get("name").and_then(scalar).filter(|n| !n.is_empty()) {
         Some(n) => n,
         // PM2 names an app after its script when the file does not.
         None => Path::new(script).file_stem().map_or_else(
@@ -375,20 +416,56 @@ fn convert(
         ),
     };
     let mut notes = Vec::new();
-    let toml = draft(app, base, env_name, caller, &mut notes).and_then(|d| {
+    let name = match &given.name {
+        Some(n) => n.clone(),
+        None => unit_name(&pm2_name, &mut notes),
+    };
+    let toml = draft(app, &pm2_name, base, given, caller, &mut notes).and_then(|d| {
         config::validate_name(&name)?;
         Ok(d.to_toml())
     });
     Converted { name, toml, notes }
 }
 
+/// PM2 allows any name; a unit instance name does not. Spaces, `:` and the like become
+/// `-`, and the note says so.
+fn unit_name(pm2_name: &str, notes: &mut Vec<String>) -> String {
+    if config::validate_name(pm2_name).is_ok() {
+        return pm2_name.to_string();
+    }
+    let mut name = String::new();
+    for c in pm2_name.chars() {
+        let ok = c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        if ok {
+            name.push(c);
+        } else if !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    let name: String = name
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .chars()
+        .take(64)
+        .collect();
+    if config::validate_name(&name).is_ok() {
+        notes.push(format!(
+            "named {name} (PM2's name {pm2_name:?} is not a valid app name; --name picks another)"
+        ));
+        name
+    } else {
+        pm2_name.to_string()
+    }
+}
+
 fn draft(
     app: &Map<String, Value>,
+    pm2_name: &str,
     base: &Path,
-    env_name: Option<&str>,
+    given: &Given,
     caller: &Caller,
     notes: &mut Vec<String>,
 ) -> Result<Draft, String> {
+    let env_name = given.env_name.as_deref();
     let script = app
         .get("script")
         .and_then(Value::as_str)
@@ -417,23 +494,37 @@ fn draft(
             _ => return Err(format!("instances {v} is not a count or \"max\"")),
         },
     };
-    if let Some(i) = app.get("interpreter").and_then(Value::as_str) {
-        let node = Path::new(i).file_name().is_some_and(|f| f == "node");
-        if !node {
-            return Err(format!("interpreter {i:?}: nodeapp runs Node.js apps only"));
-        }
-        if i != "node" {
-            d.node = Some(i.to_string());
-        }
-    }
-    for key in ["node_args", "interpreter_args"] {
-        d.node_args
-            .extend(app.get(key).map(words).unwrap_or_default());
-    }
+    let interpreter = app
+        .get("interpreter")
+        .or_else(|| app.get("exec_interpreter"))
+        .and_then(Value::as_str);
+    let interpreter_args = app
+        .get("node_args")
+        .or_else(|| app.get("interpreter_args"))
+        .map(words)
+        .unwrap_or_default();
+    let cluster = match app.get("exec_mode").and_then(Value::as_str) {
+        Some(mode) => mode.starts_with("cluster"),
+        None => app.contains_key("instances"),
+    };
+    let program = program::resolve(
+        program::App {
+            script,
+            args: app.get("args").map(words).unwrap_or_default(),
+            interpreter,
+            interpreter_args,
+            cluster,
+        },
+        &cwd,
+    )?;
+    d.script = program.script;
+    d.args = program.args;
+    d.node = program.node;
+    d.node_args = program.node_args;
+    notes.extend(program.notes);
     if app.get("source_map_support").and_then(Value::as_bool) == Some(true) {
         d.node_args.push("--enable-source-maps".into());
     }
-    d.args = app.get("args").map(words).unwrap_or_default();
     d.user = app.get("user").and_then(Value::as_str).map(str::to_string);
     let millis = |key: &str| {
         app.get(key)
@@ -459,6 +550,10 @@ fn draft(
             .unwrap_or(&empty)
             .clone(),
     );
+    // PM2's `port` sets PORT over env's; env_<name> still overrides it.
+    if let Some(port) = app.get("port").and_then(scalar) {
+        env.insert("PORT".into(), Value::String(port));
+    }
     if let Some(n) = env_name {
         match app.get(&format!("env_{n}")).and_then(Value::as_object) {
             Some(extra) => env.extend(extra.clone()),
@@ -476,22 +571,7 @@ fn draft(
         .filter_map(|(k, v)| scalar(v).map(|v| (k.clone(), v)))
         .collect();
 
-    let port = env.get("PORT").and_then(scalar);
-    let host = env
-        .get("HOST")
-        .and_then(scalar)
-        .unwrap_or_else(|| "0.0.0.0".into());
-    match port {
-        Some(port) if host.contains(':') => d.listen = vec![format!("[{host}]:{port}")],
-        Some(port) => d.listen = vec![format!("{host}:{port}")],
-        None => {
-            return Err(
-                "no listen address: the app's env has no PORT; add one, or write \
-                        the config with `nodeapp add ... --listen`"
-                    .into(),
-            )
-        }
-    }
+    d.listen = vec![listen_address(pm2_name, &env, given, &d.args, notes)?];
 
     for key in app.keys() {
         if key.starts_with("env_") || MAPPED.contains(&key.as_str()) {
@@ -503,6 +583,95 @@ fn draft(
         }
     }
     Ok(d)
+}
+
+/// Where the app listens: `--listen` for it; else what the file says (env.PORT, which
+/// PM2's `port` key sets; another *PORT variable; `-p`/`--port` in args); else the shell's
+/// PORT, which PM2 passes on; else `--listen` for every app without a port.
+fn listen_address(
+    pm2_name: &str,
+    env: &Map<String, Value>,
+    given: &Given,
+    args: &[String],
+    notes: &mut Vec<String>,
+) -> Result<String, String> {
+    if let Some((_, addr)) = given
+        .listen
+        .iter()
+        .find(|(n, _)| n.as_deref() == Some(pm2_name))
+    {
+        return Ok(addr.clone());
+    }
+    let host = env
+        .get("HOST")
+        .and_then(scalar)
+        .filter(|h| h.parse::<std::net::IpAddr>().is_ok())
+        .unwrap_or_else(|| "0.0.0.0".into());
+    let at = |port: &str| {
+        if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    };
+    if let Some(port) = env.get("PORT").and_then(scalar) {
+        return Ok(at(&port));
+    }
+    let named = env
+        .iter()
+        .filter(|(k, _)| k.ends_with("PORT") && !k.contains("DB") && !k.contains("REDIS"))
+        .find_map(|(k, v)| {
+            scalar(v)
+                .filter(|p| p.parse::<u16>().is_ok())
+                .map(|p| (k, p))
+        });
+    if let Some((key, port)) = named {
+        notes.push(format!(
+            "listens on port {port} from env.{key}; the app must read that variable"
+        ));
+        return Ok(at(&port));
+    }
+    let from_args = args.windows(2).find_map(|w| {
+        matches!(w[0].as_str(), "-p" | "--port" | "--http-port")
+            .then(|| w[1].clone())
+            .filter(|p| p.parse::<u16>().is_ok())
+    });
+    let from_args = from_args.or_else(|| {
+        args.iter()
+            .find_map(|a| a.strip_prefix("--port=").map(str::to_owned))
+            .filter(|p| p.parse::<u16>().is_ok())
+    });
+    if let Some(port) = from_args {
+        notes.push(format!("listens on port {port} given in args"));
+        return Ok(at(&port));
+    }
+    if let Some((_, addr)) = given.listen.iter().find(|(n, _)| n.is_none()) {
+        return Ok(addr.clone());
+    }
+    if let Some(port) = &given.shell_port {
+        notes.push(format!(
+            "listens on port {port}: the file gives none, and PM2 would pass this shell's PORT \
+             to the app; --listen picks another"
+        ));
+        return Ok(at(port));
+    }
+    Err(format!(
+        "the file does not say where the app listens (no PORT, port, other *PORT variable or \
+         --port argument); give it with --listen {}=0.0.0.0:3000 (or --listen ADDR for every \
+         such app)",
+        shell_word(pm2_name)
+    ))
+}
+
+/// `s`, quoted for a shell when it needs to be.
+fn shell_word(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// PM2's restart keys: `min_uptime` is how long a worker must run to count as started,
@@ -559,7 +728,10 @@ mod tests {
             0,
             app.as_object().unwrap(),
             Path::new("/srv/eco"),
-            env,
+            &Given {
+                env_name: env.map(str::to_owned),
+                ..Given::default()
+            },
             &Caller::default(),
         )
     }
@@ -679,10 +851,17 @@ mod tests {
             None,
         );
         assert!(python.toml.unwrap_err().contains("Node.js apps only"));
-        let bad_name = one(
-            json!({"name": "my app", "script": "a.js", "env": {"PORT": 1}}),
+        // PM2 takes any name; a unit name is made from it, and the note says so.
+        let spaced = one(
+            json!({"name": "my app: api", "script": "a.js", "env": {"PORT": 1}}),
             None,
         );
-        assert!(bad_name.toml.unwrap_err().contains("not a valid app name"));
+        assert_eq!(spaced.name, "my-app-api");
+        assert!(spaced.toml.is_ok());
+        assert!(
+            spaced.notes[0].contains("not a valid app name"),
+            "{:?}",
+            spaced.notes
+        );
     }
 }
