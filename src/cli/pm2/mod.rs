@@ -1,13 +1,20 @@
 //! `nodeapp import-pm2`: the apps of a PM2 ecosystem file as nodeapp configs, with every
 //! key that has no equivalent named, and what to use instead.
 
+mod caller;
+mod keys;
 mod load;
+mod port;
 mod program;
+#[cfg(test)]
+mod tests;
 
 use super::apps::{self, Activation, Draft};
 use super::systemd::Systemd;
 use super::{Failure, Outcome};
+use caller::Caller;
 use clap::Args;
+use keys::{MAPPED, UNMAPPED};
 use nodeapp::config::{self, format_duration, format_size, parse_size};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -37,107 +44,6 @@ pub struct ImportArgs {
     #[command(flatten)]
     activation: Activation,
 }
-
-/// Keys with no nodeapp equivalent, and what to do instead; shared with the migration
-/// guide (docs/pm2.md).
-const UNMAPPED: &[(&str, &str)] = &[
-    ("watch", "no file watching: deploy, then `nodeapp reload`"),
-    ("ignore_watch", "no file watching"),
-    ("watch_options", "no file watching"),
-    (
-        "cron_restart",
-        "use a systemd timer whose service runs `systemctl restart nodeapp@<name>` (OnCalendar=)",
-    ),
-    (
-        "autorestart",
-        "crashed workers are always replaced; the service restarts on failure (Restart=)",
-    ),
-    (
-        "error_file",
-        "logs go to the journal: `nodeapp logs <name>`",
-    ),
-    ("out_file", "logs go to the journal: `nodeapp logs <name>`"),
-    ("log_file", "logs go to the journal: `nodeapp logs <name>`"),
-    ("combine_logs", "logs go to the journal"),
-    ("merge_logs", "logs go to the journal"),
-    (
-        "log_date_format",
-        "the journal timestamps every line: `journalctl -o short-iso`",
-    ),
-    (
-        "log_type",
-        "the journal stores structured fields: `journalctl -o json`",
-    ),
-    ("time", "the journal timestamps every line"),
-    (
-        "disable_logs",
-        "send output to /dev/null in the app, or StandardOutput=null in a drop-in",
-    ),
-    (
-        "pid_file",
-        "the main PID is `systemctl show -p MainPID nodeapp@<name>`",
-    ),
-    ("gid", "set Group= in `systemctl edit nodeapp@<name>`"),
-    (
-        "shutdown_with_message",
-        "workers drain on the stop signal (stop_signal), not on a message",
-    ),
-    (
-        "stop_exit_codes",
-        "the service's exit status is the shim's; RestartPreventExitStatus= in a drop-in",
-    ),
-    ("treekill", "KillMode=mixed: systemd kills the whole cgroup"),
-    ("kill_retry_time", "no equivalent"),
-    ("namespace", "no equivalent: units are named nodeapp@<name>"),
-    ("vizion", "no equivalent"),
-    ("post_update", "no equivalent"),
-    ("force", "no equivalent"),
-    (
-        "increment_var",
-        "no equivalent; NODE_APP_INSTANCE is the worker's slot",
-    ),
-    (
-        "filter_env",
-        "workers get only the config's env and systemd's environment",
-    ),
-    ("append_env_name", "no equivalent"),
-    (
-        "autostart",
-        "use `nodeapp add --enable` / `systemctl enable`",
-    ),
-    ("pmx", "no equivalent"),
-    ("automation", "no equivalent"),
-    ("trace", "no equivalent"),
-    ("disable_trace", "no equivalent"),
-    ("instance_var", "the worker's slot is in NODE_APP_INSTANCE"),
-    ("uid", "use `user`, a user name"),
-];
-
-/// Keys the importer reads; anything else is reported as unknown.
-const MAPPED: &[&str] = &[
-    "name",
-    "port",
-    "script",
-    "cwd",
-    "args",
-    "interpreter",
-    "exec_interpreter",
-    "interpreter_args",
-    "node_args",
-    "instances",
-    "exec_mode",
-    "env",
-    "user",
-    "kill_timeout",
-    "listen_timeout",
-    "wait_ready",
-    "source_map_support",
-    "min_uptime",
-    "max_restarts",
-    "restart_delay",
-    "exp_backoff_restart_delay",
-    "max_memory_restart",
-];
 
 /// One app of the ecosystem file, converted.
 #[derive(Debug)]
@@ -171,12 +77,10 @@ pub fn import(args: &ImportArgs) -> Outcome {
     for note in &file_notes {
         eprintln!("{}: {note}", args.file.display());
     }
-    let base = args
-        .file
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("/"));
+    // PM2 resolves a relative `cwd` (and an app without one) against the directory it is
+    // run from, not the file's.
+    let base = std::env::current_dir()
+        .map_err(|e| Failure::usage(format!("the current directory: {e}")))?;
     let apps = app_list(ecosystem)?;
     let caller = Caller::from_env(&loaded);
     if args.name.is_some() && apps.len() > 1 {
@@ -320,71 +224,6 @@ fn words(v: &Value) -> Vec<String> {
         Value::Array(items) => items.iter().filter_map(scalar).collect(),
         Value::String(s) => program::split_command(s),
         _ => Vec::new(),
-    }
-}
-
-/// The importer's own environment, as far as the ecosystem file used it: values that
-/// came from it are named in the notes, and a wholesale copy is not written into a config.
-#[derive(Default)]
-struct Caller {
-    /// The variables the file read, with their values here.
-    read: Vec<(String, String)>,
-    /// Every variable here, when the file enumerated the environment.
-    copied: Option<std::collections::BTreeMap<String, String>>,
-}
-
-impl Caller {
-    fn from_env(loaded: &load::Loaded) -> Caller {
-        Caller {
-            read: loaded
-                .read_env
-                .iter()
-                .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
-                .collect(),
-            copied: loaded.copied_env.then(|| std::env::vars().collect()),
-        }
-    }
-
-    /// Drops the entries of `env` that only repeat a copied environment, and says which
-    /// kept values came from the caller's environment.
-    fn sift(&self, env: &mut Map<String, Value>, notes: &mut Vec<String>) {
-        if let Some(all) = &self.copied {
-            let repeated: Vec<String> = env
-                .iter()
-                .filter(|(k, v)| scalar(v).is_some_and(|v| all.get(*k) == Some(&v)))
-                .map(|(k, _)| k.clone())
-                .collect();
-            if !repeated.is_empty() {
-                for k in &repeated {
-                    env.remove(k);
-                }
-                notes.push(format!(
-                    "env copies the environment `nodeapp import-pm2` ran in (process.env): {} \
-                     variables with the same value here were not written ({}); add to [env] \
-                     the ones the app needs",
-                    repeated.len(),
-                    abbreviate(&repeated)
-                ));
-            }
-        }
-        for (key, value) in env.iter() {
-            let Some(value) = scalar(value) else { continue };
-            if let Some((from, _)) = self.read.iter().find(|(_, v)| *v == value && !v.is_empty()) {
-                notes.push(format!(
-                    "env.{key} is {value:?} from this shell's ${from}, as PM2 would read it \
-                     here; check it is what the app should run with"
-                ));
-            }
-        }
-    }
-}
-
-/// The first few of `names`, and how many more.
-fn abbreviate(names: &[String]) -> String {
-    let shown: Vec<&str> = names.iter().take(6).map(String::as_str).collect();
-    match names.len().saturating_sub(shown.len()) {
-        0 => shown.join(", "),
-        more => format!("{}, and {more} more", shown.join(", ")),
     }
 }
 
@@ -571,7 +410,7 @@ fn draft(
         .filter_map(|(k, v)| scalar(v).map(|v| (k.clone(), v)))
         .collect();
 
-    d.listen = vec![listen_address(pm2_name, &env, given, &d.args, notes)?];
+    d.listen = vec![port::listen_address(pm2_name, &env, given, &d.args, notes)?];
 
     for key in app.keys() {
         if key.starts_with("env_") || MAPPED.contains(&key.as_str()) {
@@ -583,95 +422,6 @@ fn draft(
         }
     }
     Ok(d)
-}
-
-/// Where the app listens: `--listen` for it; else what the file says (env.PORT, which
-/// PM2's `port` key sets; another *PORT variable; `-p`/`--port` in args); else the shell's
-/// PORT, which PM2 passes on; else `--listen` for every app without a port.
-fn listen_address(
-    pm2_name: &str,
-    env: &Map<String, Value>,
-    given: &Given,
-    args: &[String],
-    notes: &mut Vec<String>,
-) -> Result<String, String> {
-    if let Some((_, addr)) = given
-        .listen
-        .iter()
-        .find(|(n, _)| n.as_deref() == Some(pm2_name))
-    {
-        return Ok(addr.clone());
-    }
-    let host = env
-        .get("HOST")
-        .and_then(scalar)
-        .filter(|h| h.parse::<std::net::IpAddr>().is_ok())
-        .unwrap_or_else(|| "0.0.0.0".into());
-    let at = |port: &str| {
-        if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        }
-    };
-    if let Some(port) = env.get("PORT").and_then(scalar) {
-        return Ok(at(&port));
-    }
-    let named = env
-        .iter()
-        .filter(|(k, _)| k.ends_with("PORT") && !k.contains("DB") && !k.contains("REDIS"))
-        .find_map(|(k, v)| {
-            scalar(v)
-                .filter(|p| p.parse::<u16>().is_ok())
-                .map(|p| (k, p))
-        });
-    if let Some((key, port)) = named {
-        notes.push(format!(
-            "listens on port {port} from env.{key}; the app must read that variable"
-        ));
-        return Ok(at(&port));
-    }
-    let from_args = args.windows(2).find_map(|w| {
-        matches!(w[0].as_str(), "-p" | "--port" | "--http-port")
-            .then(|| w[1].clone())
-            .filter(|p| p.parse::<u16>().is_ok())
-    });
-    let from_args = from_args.or_else(|| {
-        args.iter()
-            .find_map(|a| a.strip_prefix("--port=").map(str::to_owned))
-            .filter(|p| p.parse::<u16>().is_ok())
-    });
-    if let Some(port) = from_args {
-        notes.push(format!("listens on port {port} given in args"));
-        return Ok(at(&port));
-    }
-    if let Some((_, addr)) = given.listen.iter().find(|(n, _)| n.is_none()) {
-        return Ok(addr.clone());
-    }
-    if let Some(port) = &given.shell_port {
-        notes.push(format!(
-            "listens on port {port}: the file gives none, and PM2 would pass this shell's PORT \
-             to the app; --listen picks another"
-        ));
-        return Ok(at(port));
-    }
-    Err(format!(
-        "the file does not say where the app listens (no PORT, port, other *PORT variable or \
-         --port argument); give it with --listen {}=0.0.0.0:3000 (or --listen ADDR for every \
-         such app)",
-        shell_word(pm2_name)
-    ))
-}
-
-/// `s`, quoted for a shell when it needs to be.
-fn shell_word(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }
 
 /// PM2's restart keys: `min_uptime` is how long a worker must run to count as started,
@@ -716,152 +466,4 @@ fn max_memory(value: &Value) -> Result<String, String> {
         ));
     }
     Ok(format_size(mib << 20))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn one(app: Value, env: Option<&str>) -> Converted {
-        convert(
-            0,
-            app.as_object().unwrap(),
-            Path::new("/srv/eco"),
-            &Given {
-                env_name: env.map(str::to_owned),
-                ..Given::default()
-            },
-            &Caller::default(),
-        )
-    }
-
-    #[test]
-    fn maps_the_keys_that_have_equivalents() {
-        let c = one(
-            json!({
-                "name": "api", "script": "dist/server.js", "cwd": "api",
-                "instances": "max", "exec_mode": "cluster",
-                "node_args": "--max-old-space-size=400 --trace-warnings",
-                "args": ["--color"], "kill_timeout": 5000, "listen_timeout": 8000,
-                "wait_ready": true, "user": "www", "source_map_support": true,
-                "env": {"PORT": 3000, "NODE_ENV": "development"},
-                "env_production": {"NODE_ENV": "production"}
-            }),
-            Some("production"),
-        );
-        assert!(c.notes.is_empty(), "{:?}", c.notes);
-        let t: toml::Table = c.toml.unwrap().parse().unwrap();
-        assert_eq!(t["cwd"].as_str(), Some("/srv/eco/api"));
-        assert_eq!(t["instances"].as_str(), Some("max"));
-        assert_eq!(t["listen"][0].as_str(), Some("0.0.0.0:3000"));
-        assert_eq!(t["node_args"].as_array().unwrap().len(), 3);
-        assert_eq!(t["stop_timeout"].as_str(), Some("5s"));
-        assert_eq!(t["ready_timeout"].as_str(), Some("8s"));
-        assert_eq!(t["wait_ready"].as_bool(), Some(true));
-        assert_eq!(t["user"].as_str(), Some("www"));
-        assert_eq!(t["env"]["NODE_ENV"].as_str(), Some("production"));
-        assert_eq!(t["env"]["PORT"].as_str(), Some("3000"));
-    }
-
-    #[test]
-    fn maps_pm2s_restart_policy() {
-        let c = one(
-            json!({
-                "name": "api", "script": "a.js", "env": {"PORT": 1},
-                "min_uptime": 5000, "max_restarts": 16, "exp_backoff_restart_delay": 100,
-                "max_memory_restart": "300M"
-            }),
-            None,
-        );
-        assert!(c.notes.is_empty(), "{:?}", c.notes);
-        let t: toml::Table = c.toml.unwrap().parse().unwrap();
-        assert_eq!(t["restart_reset_after"].as_str(), Some("5s"));
-        assert_eq!(t["crash_loop_limit"].as_integer(), Some(16));
-        assert_eq!(t["restart_delay"].as_str(), Some("100ms"));
-        assert_eq!(t["restart_backoff"].as_float(), Some(1.5));
-        assert_eq!(t["restart_delay_max"].as_str(), Some("15s"));
-        assert_eq!(t["max_memory"].as_str(), Some("300M"));
-        assert_eq!(max_memory(&json!(1_073_741_824)), Ok("1G".into()));
-        assert_eq!(max_memory(&json!("200m")), Ok("200M".into()));
-        assert!(max_memory(&json!("10M"))
-            .unwrap_err()
-            .contains("below the 32M"));
-    }
-
-    #[test]
-    fn says_what_it_could_not_map() {
-        let c = one(
-            json!({
-                "script": "worker.js", "instances": -1, "watch": true,
-                "cron_restart": "0 3 * * *", "max_memory_restart": "1M",
-                "env": {"PORT": "8080", "HOST": "::1"}, "env_staging": {}, "bogus": 1
-            }),
-            None,
-        );
-        assert_eq!(c.name, "worker");
-        let notes = c.notes.join("\n");
-        for key in [
-            "instances -1",
-            "watch",
-            "cron_restart",
-            "max_memory_restart",
-            "env_staging",
-            "bogus",
-        ] {
-            assert!(notes.contains(key), "{key} missing from {notes}");
-        }
-        let t: toml::Table = c.toml.unwrap().parse().unwrap();
-        assert_eq!(t["listen"][0].as_str(), Some("[::1]:8080"));
-        assert_eq!(t["instances"].as_str(), Some("max"));
-    }
-
-    #[test]
-    fn a_copied_environment_is_not_written_and_values_from_it_are_named() {
-        let caller = Caller {
-            read: vec![("API_PORT".into(), "8080".into())],
-            copied: Some(
-                [
-                    ("HOME", "/root"),
-                    ("PATH", "/usr/bin"),
-                    ("API_PORT", "8080"),
-                ]
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .into(),
-            ),
-        };
-        let mut env = json!({"HOME": "/root", "PATH": "/usr/bin", "NODE_ENV": "production",
-                             "PORT": "8080"})
-        .as_object()
-        .unwrap()
-        .clone();
-        let mut notes = Vec::new();
-        caller.sift(&mut env, &mut notes);
-        assert_eq!(env.keys().collect::<Vec<_>>(), ["NODE_ENV", "PORT"]);
-        assert!(notes[0].contains("2 variables") && notes[0].contains("HOME, PATH"));
-        assert!(notes[1].contains("env.PORT is \"8080\" from this shell's $API_PORT"));
-    }
-
-    #[test]
-    fn refuses_what_it_cannot_run() {
-        let no_port = one(json!({"name": "a", "script": "a.js"}), None);
-        assert!(no_port.toml.unwrap_err().contains("PORT"));
-        let python = one(
-            json!({"name": "b", "script": "b.py", "interpreter": "python3", "env": {"PORT": 1}}),
-            None,
-        );
-        assert!(python.toml.unwrap_err().contains("Node.js apps only"));
-        // PM2 takes any name; a unit name is made from it, and the note says so.
-        let spaced = one(
-            json!({"name": "my app: api", "script": "a.js", "env": {"PORT": 1}}),
-            None,
-        );
-        assert_eq!(spaced.name, "my-app-api");
-        assert!(spaced.toml.is_ok());
-        assert!(
-            spaced.notes[0].contains("not a valid app name"),
-            "{:?}",
-            spaced.notes
-        );
-    }
 }
