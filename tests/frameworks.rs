@@ -100,7 +100,7 @@ fn reload_and_stop(app: &App) {
     assert_eq!(before.len(), 2, "{}", running.log());
     if let Some(m) = metrics {
         assert_eq!(
-            metrics_pids(m),
+            support::metrics_pids(m),
             before,
             "both workers serve the metrics port"
         );
@@ -134,7 +134,7 @@ fn reload_and_stop(app: &App) {
     assert!(before.is_disjoint(&after), "{before:?} then {after:?}");
     if let Some(m) = metrics {
         assert_eq!(
-            metrics_pids(m),
+            support::metrics_pids(m),
             after,
             "both new workers serve the metrics port"
         );
@@ -207,29 +207,6 @@ fn slow_request(addr: SocketAddr) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("curl")
-}
-
-/// The workers that answer on the metrics address, over enough new connections to reach
-/// both.
-fn metrics_pids(addr: SocketAddr) -> std::collections::BTreeSet<u32> {
-    let mut pids = std::collections::BTreeSet::new();
-    for _ in 0..200 {
-        let s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let r = support::request(s, "/metrics").unwrap();
-        assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
-        let pid = r
-            .body
-            .lines()
-            .find_map(|l| l.strip_prefix("app_worker_pid "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no app_worker_pid in {}", r.body));
-        pids.insert(pid as u32);
-        if pids.len() == 2 {
-            break;
-        }
-    }
-    pids
 }
 
 #[test]

@@ -127,28 +127,9 @@ fn assert_drained(host: &Host, unit: &str, pids: &BTreeSet<u32>) {
     }
 }
 
-/// The workers that answer on the exporter's port.
+/// The workers that answer on the exporter's port, asked from inside the host.
 fn metrics_pids(host: &Host, addr: SocketAddr) -> BTreeSet<u32> {
-    in_host(host, move || {
-        let mut pids = BTreeSet::new();
-        for _ in 0..200 {
-            let s = std::net::TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let r = support::request(s, "/metrics").unwrap();
-            if let Some(pid) = r
-                .body
-                .lines()
-                .find_map(|l| l.strip_prefix("app_worker_pid "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-            {
-                pids.insert(pid as u32);
-            }
-            if pids.len() == 2 {
-                break;
-            }
-        }
-        pids
-    })
+    in_host(host, move || support::metrics_pids(addr))
 }
 
 #[test]

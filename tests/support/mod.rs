@@ -173,6 +173,29 @@ impl Drop for Proc {
     }
 }
 
+/// The workers that answer a Prometheus scrape on `addr` (the framework fixtures'
+/// exporter says `app_worker_pid <pid>`), over enough new connections to reach two.
+pub fn metrics_pids(addr: std::net::SocketAddr) -> std::collections::BTreeSet<u32> {
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let r = request(s, "/metrics").unwrap();
+        assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
+        let pid = r
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("app_worker_pid "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no app_worker_pid in {}", r.body));
+        pids.insert(pid as u32);
+        if pids.len() == 2 {
+            break;
+        }
+    }
+    pids
+}
+
 /// A config file for the fixture app in a fresh temporary directory.
 pub fn app_config(dir: &Path, name: &str, listen: &[String], extra: &str) -> PathBuf {
     let listen: Vec<String> = listen.iter().map(|l| format!("{l:?}")).collect();
