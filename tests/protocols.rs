@@ -272,14 +272,33 @@ fn reload_under_h2load(name: &str, script: &str, extra: &[&str], idle_tls: bool)
         h2load(&args, &url)
     });
     std::thread::sleep(Duration::from_millis(1000));
+    reload_beside_an_idle_client(&mut app, addr, idle_tls);
+    let h = load.join().unwrap();
+    // Sent and not answered with success: h2load's failures beyond those it never started.
+    let stream_errors = (h.done - h.succeeded) + h.failed.saturating_sub(h.not_started);
+    eprintln!(
+        "{name}: {} requests done, {} succeeded, {stream_errors} sent and failed, {} not \
+         started after GOAWAY",
+        h.done, h.succeeded, h.not_started
+    );
+    assert!(h.done > 100, "{}", h.text);
+    assert_eq!(stream_errors, 0, "{}\n{}", h.text, app.log());
+    assert_eq!(h.done, h.succeeded, "{}", h.text);
+    assert!(!app.log().contains("UnsupportedWarning"), "{}", app.log());
+}
+
+/// Reloads under whatever load the caller runs, beside an idle kept-alive TLS client on an
+/// old worker when `idle_tls`: the reload must be prompt, the old workers must drain
+/// cleanly, and the idle client must see its connection closed.
+fn reload_beside_an_idle_client(app: &mut Running, addr: SocketAddr, idle_tls: bool) {
     let before = app.serving_pids();
     let idle = idle_tls.then(|| idle_tls_connection(addr));
     if let Some((_, pid)) = &idle {
         assert!(before.contains(pid), "the idle client is on an old worker");
     }
-    let took = reload(&mut app);
-    assert_drained_cleanly(&app, &before);
-    let h = load.join().unwrap();
+    let took = reload(app);
+    assert!(took < PROMPT, "{}: the reload waited: {took:?}", app.name);
+    assert_drained_cleanly(app, &before);
     if let Some((idle, _)) = idle {
         let idle = idle.wait_with_output().unwrap();
         assert!(
@@ -288,18 +307,6 @@ fn reload_under_h2load(name: &str, script: &str, extra: &[&str], idle_tls: bool)
             String::from_utf8_lossy(&idle.stderr)
         );
     }
-    // Sent and not answered with success: h2load's failures beyond those it never started.
-    let stream_errors = (h.done - h.succeeded) + h.failed.saturating_sub(h.not_started);
-    eprintln!(
-        "{name}: {} requests done, {} succeeded, {stream_errors} sent and failed, {} not \
-         started after GOAWAY",
-        h.done, h.succeeded, h.not_started
-    );
-    assert!(took < PROMPT, "{name}: the reload waited: {took:?}");
-    assert!(h.done > 100, "{}", h.text);
-    assert_eq!(stream_errors, 0, "{}\n{}", h.text, app.log());
-    assert_eq!(h.done, h.succeeded, "{}", h.text);
-    assert!(!app.log().contains("UnsupportedWarning"), "{}", app.log());
 }
 
 /// A TLS connection that made one HTTP/1.1 request and then stays idle until the server
@@ -381,13 +388,7 @@ fn reload_under_curl_h2(name: &str, script: &str, idle_tls: bool) {
         std::thread::spawn(move || curl_h2_load(addr, stop))
     };
     std::thread::sleep(Duration::from_millis(1000));
-    let before = app.serving_pids();
-    let idle = idle_tls.then(|| idle_tls_connection(addr));
-    if let Some((_, pid)) = &idle {
-        assert!(before.contains(pid), "the idle client is on an old worker");
-    }
-    let took = reload(&mut app);
-    assert_drained_cleanly(&app, &before);
+    reload_beside_an_idle_client(&mut app, addr, idle_tls);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let (ok, failed) = load.join().unwrap();
@@ -395,17 +396,8 @@ fn reload_under_curl_h2(name: &str, script: &str, idle_tls: bool) {
         "{name}: {ok} HTTP/2 requests answered, {} failed",
         failed.len()
     );
-    assert!(took < PROMPT, "{name}: the reload waited: {took:?}");
     assert!(ok > 500, "{ok}");
     assert!(failed.is_empty(), "{failed:?}\n{}", app.log());
-    if let Some((idle, _)) = idle {
-        let idle = idle.wait_with_output().unwrap();
-        assert!(
-            idle.status.success(),
-            "the idle connection: {}",
-            String::from_utf8_lossy(&idle.stderr)
-        );
-    }
     assert!(!app.log().contains("UnsupportedWarning"), "{}", app.log());
 }
 

@@ -5,63 +5,35 @@
 mod support;
 
 use nix::sys::signal::Signal::{SIGHUP, SIGTERM};
-use nodeapp::shim::control::{self, Request};
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use support::load::{assert_none_failed, Load};
+use support::run::{free_addr, Running};
 use support::*;
-
-const SHIM: &str = env!("CARGO_BIN_EXE_nodeapp-shim");
-const NODEAPP: &str = env!("CARGO_BIN_EXE_nodeapp");
 
 /// An app deployed the usual way: releases side by side, `current` pointing at one.
 struct Deployed {
-    dir: tempfile::TempDir,
+    app: Running,
     addr: SocketAddr,
-    run: Proc,
 }
 
 impl Deployed {
-    /// Writes release `name` with `server.js` as given and the config, points `current`
+    /// Writes release `v1` with `server.js` as given and the config, points `current`
     /// at it, and starts `nodeapp run` until every worker is ready.
     fn start(release_js: &str, extra: &str) -> Deployed {
-        let dir = tempfile::tempdir().unwrap();
-        // A free port on loopback; the kernel hands out another one next time.
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        release(dir.path(), "v1", release_js);
-        point_current_at(dir.path(), "v1");
-        write_config(dir.path(), addr, extra);
-        let mut cmd = Command::new(NODEAPP);
-        cmd.arg("run")
-            .arg(dir.path().join("api.toml"))
-            .env("RUNTIME_DIRECTORY", dir.path())
-            .stderr(Stdio::null());
-        let mut deployed = Deployed {
-            run: Proc::spawn(&mut cmd),
-            dir,
-            addr,
-        };
-        let wanted = deployed.status()["wanted"].as_u64();
-        assert!(
-            wait_until(Duration::from_secs(15), || {
-                let s = deployed.status();
-                s["phase"] == "running" && s["ready"].as_u64() == wanted
-            }),
-            "not ready: {}",
-            deployed.status()
-        );
-        deployed.run.track_children();
-        deployed
+        let addr = free_addr();
+        let app = Running::start_with("api", |dir| {
+            release(dir, "v1", release_js);
+            point_current_at(dir, "v1");
+            config(addr, extra)
+        });
+        Deployed { app, addr }
     }
 
     fn write_config(&self, extra: &str) {
-        write_config(self.dir.path(), self.addr, extra);
+        std::fs::write(self.path("api.toml"), config(self.addr, extra)).unwrap();
     }
 
     fn release(&self, name: &str, js: &str) {
@@ -71,58 +43,31 @@ impl Deployed {
     fn point_current_at(&self, name: &str) {
         point_current_at(self.dir.path(), name);
     }
+}
 
-    fn control(&self) -> PathBuf {
-        self.dir.path().join("control")
-    }
-
-    /// The shim's status, or `null` until its control socket answers.
-    fn status(&self) -> serde_json::Value {
-        let mut status = serde_json::Value::Null;
-        wait_until(Duration::from_secs(10), || {
-            match control::send(&self.control(), Request::Status) {
-                Ok(r) => {
-                    status = r.body;
-                    true
-                }
-                Err(_) => false,
-            }
-        });
-        status
-    }
-
-    fn serving_pids(&self) -> BTreeSet<u64> {
-        self.status()["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|w| w["role"] == "serving")
-            .map(|w| w["pid"].as_u64().unwrap())
-            .collect()
-    }
-
-    /// What `ExecReload=` runs: blocks until the reload is done or failed.
-    fn reload(&mut self) -> Output {
-        let out = Command::new(SHIM)
-            .args(["--reload", "api"])
-            .env("RUNTIME_DIRECTORY", self.dir.path())
-            .output()
-            .unwrap();
-        self.run.track_children();
-        out
+/// The status, reloads and the process are the shared launcher's.
+impl std::ops::Deref for Deployed {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.app
     }
 }
 
-fn write_config(dir: &Path, addr: SocketAddr, extra: &str) {
+impl std::ops::DerefMut for Deployed {
+    fn deref_mut(&mut self) -> &mut Running {
+        &mut self.app
+    }
+}
+
+fn config(addr: SocketAddr, extra: &str) -> String {
     let instances = if extra.contains("instances") {
         ""
     } else {
         "instances = 2\n"
     };
-    let cfg = format!(
+    format!(
         "script = \"server.js\"\ncwd = \"current\"\n{instances}listen = [\"{addr}\"]\n{extra}\n"
-    );
-    std::fs::write(dir.join("api.toml"), cfg).unwrap();
+    )
 }
 
 fn release(dir: &Path, name: &str, js: &str) {
@@ -164,7 +109,7 @@ fn a_reload_under_load_replaces_every_worker_and_fails_no_request() {
     assert!(before.is_disjoint(&after), "{before:?} then {after:?}");
     // Load reached the last generation too. Kept-alive connections stick to whichever
     // worker accepted them, so count the per-request clients as well.
-    let served: BTreeSet<u64> = keep.pids.union(&close.pids).map(|&p| p as u64).collect();
+    let served: BTreeSet<u32> = keep.pids.union(&close.pids).copied().collect();
     assert!(after.is_subset(&served), "{after:?} not all in {served:?}");
 }
 

@@ -79,28 +79,6 @@ pub fn run(config: &Config, listeners: Listeners) -> io::Result<ExitCode> {
     Ok(supervisor.run())
 }
 
-/// A note from a worker's preload, in words, with the fix where there is one.
-fn note_text(note: &worker::Note, config: &std::path::Path) -> String {
-    let config = config.display();
-    match note {
-        worker::Note::Fallback { asked, addresses } => format!(
-            "the app listens on {asked}, which matches no address in listen ({config}); its \
-             server serves {} instead",
-            addresses.join(", ")
-        ),
-        worker::Note::AddressInUse { asked } => format!(
-            "the app cannot listen on {asked}: the address is in use, probably by another \
-             worker of this app. Only addresses in listen are shared by every worker: add \
-             {asked} to listen in {config}, or run this server with instances = 1"
-        ),
-        worker::Note::Taken { asked, address, by } => format!(
-            "the app listens on {asked}, but {address} was given to its server that listened \
-             first on {by}, which matches no address in listen; add {by} to listen in \
-             {config}"
-        ),
-    }
-}
-
 fn check_cwd(config: &Config) -> Result<(), String> {
     if config.cwd.is_dir() {
         Ok(())
@@ -339,7 +317,7 @@ impl Supervisor {
                 info!("worker {} (pid {pid}) says it is ready", worker.slot);
             }
             if let Message::Note(note) = &message {
-                let text = note_text(note, &self.spec.config.path);
+                let text = note.describe(&self.spec.config.path);
                 if self.notes.len() < 64 && self.notes.insert(text.clone()) {
                     warn!("worker {} (pid {pid}): {text}", worker.slot);
                 }

@@ -435,7 +435,7 @@ const appListeners = (signal) =>
   process.listeners(signal).filter((l) => l !== catchSignal && !observer(l)).length;
 // A repeated signal this soon after the first is the same request (timeout(1) sends two).
 const REPEAT_WINDOW_MS = 100;
-let stopping = null; // { signal, at, handedOver }
+let stopping = null; // { at, handedOver }
 
 // Node delivers signals through process.emit, bound when the first listener is added:
 // wrapping it before that lets the app's handlers run after kept-alive clients were told.
@@ -449,7 +449,7 @@ process.emit = function emit(event, ...rest) {
 function onStopSignal(signal) {
   const now = Date.now();
   if (stopping === null) {
-    stopping = { signal, at: now, handedOver: false };
+    stopping = { at: now, handedOver: false };
     if (appListeners(signal) === 0) {
       drainAndExit();
     } else {
@@ -514,7 +514,7 @@ if (heartbeatMs > 0 && process.channel) {
 if (process.channel) {
   // The shim is gone (crashed or killed): stop like on SIGTERM rather than run unowned.
   process.on('disconnect', () => {
-    if (stopping === null) stopping = { signal: 'disconnect', at: Date.now(), handedOver: false };
+    if (stopping === null) stopping = { at: Date.now(), handedOver: false };
     drainAndExit();
   });
   // Listening for 'disconnect' refs the channel; it must not keep a finished app alive.

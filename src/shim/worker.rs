@@ -69,6 +69,30 @@ pub enum Note {
     },
 }
 
+impl Note {
+    /// The note in words, with the fix where there is one.
+    pub fn describe(&self, config: &std::path::Path) -> String {
+        let config = config.display();
+        match self {
+            Note::Fallback { asked, addresses } => format!(
+                "the app listens on {asked}, which matches no address in listen ({config}); its \
+                 server serves {} instead",
+                addresses.join(", ")
+            ),
+            Note::AddressInUse { asked } => format!(
+                "the app cannot listen on {asked}: the address is in use, probably by another \
+                 worker of this app. Only addresses in listen are shared by every worker: add \
+                 {asked} to listen in {config}, or run this server with instances = 1"
+            ),
+            Note::Taken { asked, address, by } => format!(
+                "the app listens on {asked}, but {address} was given to its server that listened \
+                 first on {by}, which matches no address in listen; add {by} to listen in \
+                 {config}"
+            ),
+        }
+    }
+}
+
 /// What a worker is there for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

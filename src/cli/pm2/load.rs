@@ -80,18 +80,9 @@ fn evaluate(file: &Path, kind: &str) -> Result<Loaded, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run node to read it: {e}"))?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        out
-    });
-    let errors = std::thread::spawn(move || {
-        let mut err = String::new();
-        let _ = stderr.read_to_string(&mut err);
-        err
-    });
+    // Both pipes are read while node runs, so that neither fills and blocks it.
+    let reader = read_all(child.stdout.take().expect("piped"));
+    let errors = read_all(child.stderr.take().expect("piped"));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
@@ -139,6 +130,14 @@ fn evaluate(file: &Path, kind: &str) -> Result<Loaded, String> {
         value: result["value"].clone(),
         read_env: names("read"),
         copied_env: result["copied"] == true,
+    })
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
     })
 }
 
