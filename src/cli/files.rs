@@ -56,7 +56,7 @@ pub fn check_on_this_host(config: &Config) -> Result<(), String> {
 
 /// Two apps cannot listen on one address: the second socket unit would fail to bind.
 /// The generator checks each file alone, so this is where such a clash is found.
-fn shares_no_address(config: &Config, others: &[Config]) -> Result<(), String> {
+pub fn shares_no_address(config: &Config, others: &[Config]) -> Result<(), String> {
     for other in others.iter().filter(|o| o.name != config.name) {
         if let Some(addr) = config.listen.iter().find(|a| other.listen.contains(a)) {
             return Err(format!(

@@ -36,7 +36,7 @@ impl Caller {
                 .collect();
             if !repeated.is_empty() {
                 for k in &repeated {
-                    env.remove(k);
+                    env.shift_remove(k);
                 }
                 notes.push(format!(
                     "env copies the environment `nodeapp import-pm2` ran in (process.env): {} \

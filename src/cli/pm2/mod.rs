@@ -2,10 +2,12 @@
 //! key that has no equivalent named, and what to use instead.
 
 mod caller;
+mod host;
 mod keys;
 mod load;
 mod port;
 mod program;
+mod schema;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +53,8 @@ struct Converted {
     name: String,
     toml: Result<String, String>,
     notes: Vec<String>,
+    /// PM2 itself rejects a value of this app, and so starts no app of the file.
+    rejected_by_pm2: bool,
 }
 
 impl Converted {
@@ -102,11 +106,35 @@ pub fn import(args: &ImportArgs) -> Outcome {
             .collect(),
         shell_port: std::env::var("PORT").ok().filter(|p| !p.is_empty()),
     };
-    let converted: Vec<Converted> = apps
+    let deploy = match ecosystem {
+        Value::Object(o) => o.get("deploy").and_then(Value::as_object),
+        _ => None,
+    };
+    for note in sections(ecosystem) {
+        eprintln!("{}: {note}", args.file.display());
+    }
+    let ctx = Context {
+        base: &base,
+        given: &given,
+        caller: &caller,
+        deploy,
+    };
+    let mut converted: Vec<Converted> = apps
         .iter()
         .enumerate()
-        .map(|(i, app)| convert(i, app, &base, &given, &caller))
+        .map(|(i, app)| convert(i, app, &ctx))
         .collect();
+    if let Some(bad) = converted.iter().find(|c| c.rejected_by_pm2) {
+        let note = format!(
+            "PM2 7 starts no app of this file until {}'s values are corrected; this is the \
+             app as PM2 would run it then",
+            bad.name
+        );
+        for c in converted.iter_mut().filter(|c| !c.rejected_by_pm2) {
+            c.notes.push(note.clone());
+        }
+    }
+    host::check(&mut converted, args.activation.force);
 
     if args.json {
         let out: Vec<Value> = converted.iter().map(Converted::to_json).collect();
@@ -183,6 +211,30 @@ fn load_ecosystem(file: &Path) -> Result<(load::Loaded, Vec<String>), Failure> {
     Ok((loaded, Vec::new()))
 }
 
+/// The top-level sections of the file beside its apps, with what replaces them.
+fn sections(ecosystem: &Value) -> Vec<String> {
+    let Value::Object(top) = ecosystem else {
+        return Vec::new();
+    };
+    if !top.contains_key("apps") && !top.contains_key("pm2") {
+        // The whole object is the app.
+        return Vec::new();
+    }
+    top.keys()
+        .filter(|k| !matches!(k.as_str(), "apps" | "pm2"))
+        .map(|k| match k.as_str() {
+            "deploy" => "deploy not imported: nodeapp rolls releases out with its Ansible role \
+                         (releases side by side, a health gate per host, rollback; see \
+                         docs/fleet.md); `--env NAME` still merges deploy.NAME.env, as PM2 does"
+                .to_string(),
+            "static" => "static not imported: PM2's static file servers have no nodeapp \
+                         equivalent; serve the files from the app or a web server"
+                .to_string(),
+            other => format!("{other} ignored: not a section PM2 reads"),
+        })
+        .collect()
+}
+
 /// `apps`, else `pm2`, else the whole value, as PM2 reads them (lib/API.js); one app that
 /// is not in a list is a list of one.
 fn app_list(ecosystem: &Value) -> Result<Vec<Map<String, Value>>, Failure> {
@@ -238,13 +290,23 @@ struct Given {
     shell_port: Option<String>,
 }
 
-fn convert(
-    index: usize,
-    app: &Map<String, Value>,
-    base: &Path,
-    given: &Given,
-    caller: &Caller,
-) -> Converted {
+/// What every app of the file is converted with.
+struct Context<'a> {
+    /// The directory PM2 resolves relative paths against: the one it runs in.
+    base: &'a Path,
+    given: &'a Given,
+    caller: &'a Caller,
+    /// The file's `deploy` section, whose `<env>.env` `--env` merges.
+    deploy: Option<&'a Map<String, Value>>,
+}
+
+fn convert(index: usize, raw: &Map<String, Value>, ctx: &Context) -> Converted {
+    let mut notes = Vec::new();
+    let verified = schema::verify(raw);
+    let app = match &verified {
+        Ok(v) => v.app.clone(),
+        Err(_) => raw.clone(),
+    };
     let script = app.get("script").and_then(Value::as_str).unwrap_or("");
     let pm2_name = match app.get("name").and_then(scalar).filter(|n| !n.is_empty()) {
         Some(n) => n,
@@ -254,16 +316,35 @@ fn convert(
             |s| s.to_string_lossy().into_owned(),
         ),
     };
-    let mut notes = Vec::new();
-    let name = match &given.name {
+    let name = match &ctx.given.name {
         Some(n) => n.clone(),
         None => unit_name(&pm2_name, &mut notes),
     };
-    let toml = draft(app, &pm2_name, base, given, caller, &mut notes).and_then(|d| {
-        config::validate_name(&name)?;
-        Ok(d.to_toml())
-    });
-    Converted { name, toml, notes }
+    let rejected_by_pm2 = verified.is_err();
+    let toml = match verified {
+        Err(errors) => Err(format!(
+            "PM2 7 rejects it, and with it the whole file: {}; correct the file and import \
+             again",
+            errors.join("; ")
+        )),
+        Ok(v) => {
+            for key in &v.unknown {
+                notes.push(format!(
+                    "{key} not mapped: not a PM2 key (PM2 drops it without a word)"
+                ));
+            }
+            draft(&app, &pm2_name, ctx, &mut notes).and_then(|d| {
+                config::validate_name(&name)?;
+                Ok(d.to_toml())
+            })
+        }
+    };
+    Converted {
+        name,
+        toml,
+        notes,
+        rejected_by_pm2,
+    }
 }
 
 /// PM2 allows any name; a unit instance name does not. Spaces, `:` and the like become
@@ -299,19 +380,19 @@ fn unit_name(pm2_name: &str, notes: &mut Vec<String>) -> String {
 fn draft(
     app: &Map<String, Value>,
     pm2_name: &str,
-    base: &Path,
-    given: &Given,
-    caller: &Caller,
+    ctx: &Context,
     notes: &mut Vec<String>,
 ) -> Result<Draft, String> {
+    let given = ctx.given;
     let env_name = given.env_name.as_deref();
     let script = app
         .get("script")
         .and_then(Value::as_str)
-        .ok_or("no `script`")?;
+        .filter(|s| !s.is_empty())
+        .ok_or("no `script` (PM2: \"No script path - aborting\")")?;
     let cwd = match app.get("cwd").and_then(Value::as_str) {
-        Some(c) => base.join(c),
-        None => base.to_path_buf(),
+        Some(c) => ctx.base.join(c),
+        None => ctx.base.to_path_buf(),
     };
     let mut d = Draft {
         script: script.to_string(),
@@ -319,29 +400,19 @@ fn draft(
         ..Draft::default()
     };
 
-    d.instances = match app.get("instances") {
+    // verify() made `instances` a number: 0 is "max", negative is all CPUs but that many.
+    d.instances = match app.get("instances").and_then(Value::as_i64) {
         None => "1".into(),
-        Some(v) => match scalar(v).as_deref() {
-            Some("max") | Some("0") => "max".into(),
-            Some("-1") => {
-                notes.push(
-                    "instances -1 (all CPUs but one) has no equivalent; using \"max\"".into(),
-                );
-                "max".into()
-            }
-            Some(n) if n.parse::<u32>().is_ok_and(|n| n > 0) => n.into(),
-            _ => return Err(format!("instances {v} is not a count or \"max\"")),
-        },
+        Some(0) => "max".into(),
+        Some(n) if n < 0 => {
+            notes.push(format!(
+                "instances {n} (all CPUs but {}) has no equivalent; using \"max\"",
+                -n
+            ));
+            "max".into()
+        }
+        Some(n) => n.to_string(),
     };
-    let interpreter = app
-        .get("interpreter")
-        .or_else(|| app.get("exec_interpreter"))
-        .and_then(Value::as_str);
-    let interpreter_args = app
-        .get("node_args")
-        .or_else(|| app.get("interpreter_args"))
-        .map(words)
-        .unwrap_or_default();
     let cluster = match app.get("exec_mode").and_then(Value::as_str) {
         Some(mode) => mode.starts_with("cluster"),
         None => app.contains_key("instances"),
@@ -350,8 +421,8 @@ fn draft(
         program::App {
             script,
             args: app.get("args").map(words).unwrap_or_default(),
-            interpreter,
-            interpreter_args,
+            interpreter: app.get("exec_interpreter").and_then(Value::as_str),
+            interpreter_args: app.get("node_args").map(words).unwrap_or_default(),
             cluster,
         },
         &cwd,
@@ -361,17 +432,13 @@ fn draft(
     d.node = program.node;
     d.node_args = program.node_args;
     notes.extend(program.notes);
+    let command_env = program.env;
     if app.get("source_map_support").and_then(Value::as_bool) == Some(true) {
         d.node_args.push("--enable-source-maps".into());
     }
-    d.user = app.get("user").and_then(Value::as_str).map(str::to_string);
-    let millis = |key: &str| {
-        app.get(key)
-            .and_then(Value::as_u64)
-            .map(|ms| format_duration(Duration::from_millis(ms)))
-    };
-    d.stop_timeout = millis("kill_timeout");
-    d.ready_timeout = millis("listen_timeout");
+    d.user = user(app.get("uid"))?;
+    d.stop_timeout = millis(app, "kill_timeout").map(format_duration);
+    d.ready_timeout = millis(app, "listen_timeout").map(format_duration);
     d.wait_ready = app.get("wait_ready").and_then(Value::as_bool) == Some(true);
     restart_policy(app, &mut d);
     if let Some(v) = app.get("max_memory_restart") {
@@ -381,70 +448,127 @@ fn draft(
         }
     }
 
-    let mut env = Map::new();
-    let empty = Map::new();
-    env.extend(
-        app.get("env")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty)
-            .clone(),
-    );
-    // PM2's `port` sets PORT over env's; env_<name> still overrides it.
-    if let Some(port) = app.get("port").and_then(scalar) {
-        env.insert("PORT".into(), Value::String(port));
+    let mut env = environment(app, env_name, ctx.deploy, notes);
+    for (k, v) in command_env {
+        env.insert(k, Value::String(v));
     }
-    if let Some(n) = env_name {
-        match app.get(&format!("env_{n}")).and_then(Value::as_object) {
-            Some(extra) => env.extend(extra.clone()),
-            None => notes.push(format!("has no env_{n}; using env alone")),
-        }
-    }
-    for key in app.keys().filter(|k| k.starts_with("env_")) {
-        if env_name.map_or(true, |n| *key != format!("env_{n}")) {
-            notes.push(format!("{key} not applied (pass --env {})", &key[4..]));
-        }
-    }
-    caller.sift(&mut env, notes);
-    d.env = env
-        .iter()
-        .filter_map(|(k, v)| scalar(v).map(|v| (k.clone(), v)))
-        .collect();
-
+    ctx.caller.sift(&mut env, notes);
+    d.env = env.iter().map(|(k, v)| (k.clone(), env_value(v))).collect();
     d.listen = vec![port::listen_address(pm2_name, &env, given, &d.args, notes)?];
 
     for key in app.keys() {
         if key.starts_with("env_") || MAPPED.contains(&key.as_str()) {
             continue;
         }
-        match UNMAPPED.iter().find(|(k, _)| k == key) {
-            Some((k, why)) => notes.push(format!("{k} not mapped: {why}")),
-            None => notes.push(format!("{key} not mapped: not a PM2 key nodeapp knows")),
+        if let Some((k, why)) = UNMAPPED.iter().find(|(k, _)| k == key) {
+            notes.push(format!("{k} not mapped: {why}"));
         }
     }
     Ok(d)
+}
+
+/// The app's environment as PM2 builds it (lib/Common.js mergeEnvironmentVariables):
+/// `env`, `port` as PORT over it; with `--env NAME`, `deploy.NAME.env` over that, then
+/// `env_NAME` over everything.
+fn environment(
+    app: &Map<String, Value>,
+    env_name: Option<&str>,
+    deploy: Option<&Map<String, Value>>,
+    notes: &mut Vec<String>,
+) -> Map<String, Value> {
+    let mut env = Map::new();
+    match app.get("env") {
+        Some(Value::Object(o)) => env.extend(o.clone()),
+        Some(Value::String(s)) => notes.push(format!(
+            "env is the string {s:?}, which PM2 does not read as variables; not written"
+        )),
+        _ => {}
+    }
+    if let Some(port) = app.get("port").and_then(scalar) {
+        env.insert("PORT".into(), Value::String(port));
+    }
+    let Some(n) = env_name else {
+        for key in app.keys().filter(|k| k.starts_with("env_")) {
+            notes.push(format!("{key} not applied (pass --env {})", &key[4..]));
+        }
+        return env;
+    };
+    let from_deploy = deploy
+        .and_then(|d| d.get(n))
+        .and_then(|d| d.get("env"))
+        .and_then(Value::as_object);
+    if let Some(extra) = from_deploy {
+        env.extend(extra.clone());
+        notes.push(format!(
+            "env includes deploy.{n}.env ({}), as `pm2 start --env {n}` merges it",
+            extra.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    match app.get(&format!("env_{n}")).and_then(Value::as_object) {
+        Some(extra) => env.extend(extra.clone()),
+        None => notes.push(format!("has no env_{n}; using env alone")),
+    }
+    for key in app.keys().filter(|k| k.starts_with("env_")) {
+        if *key != format!("env_{n}") {
+            notes.push(format!("{key} not applied (pass --env {})", &key[4..]));
+        }
+    }
+    env
+}
+
+/// A value of `env` as the app sees it: PM2 passes objects as JSON, and `null` as "null".
+fn env_value(v: &Value) -> String {
+    scalar(v).unwrap_or_else(|| v.to_string())
+}
+
+/// A duration key in milliseconds, as verify() left it.
+fn millis(app: &Map<String, Value>, key: &str) -> Option<Duration> {
+    let ms = app.get(key).and_then(Value::as_f64)?;
+    (ms >= 0.0).then(|| Duration::from_millis(ms.round() as u64))
+}
+
+/// PM2's `uid` (or `user`): a user name, or a uid PM2 looks up in /etc/passwd.
+fn user(uid: Option<&Value>) -> Result<Option<String>, String> {
+    let Some(uid) = uid else { return Ok(None) };
+    if let Some(n) = uid.as_u64() {
+        let found = u32::try_from(n)
+            .ok()
+            .and_then(|n| nix::unistd::User::from_uid(n.into()).ok().flatten());
+        return match found {
+            Some(u) => Ok(Some(u.name)),
+            None => Err(format!(
+                "uid {n} is no user on this system (PM2: \"User {n} cannot be found\"); \
+                 write the user's name"
+            )),
+        };
+    }
+    Ok(scalar(uid))
 }
 
 /// PM2's restart keys: `min_uptime` is how long a worker must run to count as started,
 /// `max_restarts` how many unstable restarts in a row it allows; `restart_delay` is a fixed
 /// wait, `exp_backoff_restart_delay` a first wait that grows ×1.5 up to 15 s.
 fn restart_policy(app: &Map<String, Value>, d: &mut Draft) {
-    let ms = |key: &str| app.get(key).and_then(Value::as_u64);
-    let duration = |ms: u64| toml::Value::String(format_duration(Duration::from_millis(ms)));
-    if let Some(ms) = ms("min_uptime") {
+    let duration = |d: Duration| toml::Value::String(format_duration(d));
+    if let Some(min) = millis(app, "min_uptime") {
         // nodeapp's shortest reset is 1 s.
-        d.tuning
-            .push(("restart_reset_after", duration(ms.max(1000))));
+        d.tuning.push((
+            "restart_reset_after",
+            duration(min.max(Duration::from_secs(1))),
+        ));
     }
-    if let Some(n) = ms("max_restarts") {
+    if let Some(n) = app.get("max_restarts").and_then(Value::as_f64) {
         d.tuning
-            .push(("crash_loop_limit", toml::Value::Integer(n.max(1) as i64)));
+            .push(("crash_loop_limit", toml::Value::Integer((n as i64).max(1))));
     }
-    if let Some(first) = ms("exp_backoff_restart_delay") {
+    if let Some(first) = millis(app, "exp_backoff_restart_delay") {
         d.tuning.push(("restart_delay", duration(first)));
         d.tuning.push(("restart_backoff", toml::Value::Float(1.5)));
-        d.tuning
-            .push(("restart_delay_max", duration(15_000.max(first))));
-    } else if let Some(fixed) = ms("restart_delay") {
+        d.tuning.push((
+            "restart_delay_max",
+            duration(first.max(Duration::from_secs(15))),
+        ));
+    } else if let Some(fixed) = millis(app, "restart_delay") {
         d.tuning.push(("restart_delay", duration(fixed)));
         d.tuning.push(("restart_backoff", toml::Value::Integer(1)));
         d.tuning.push(("restart_delay_max", duration(fixed)));

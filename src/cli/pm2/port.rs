@@ -20,11 +20,7 @@ pub fn listen_address(
     {
         return Ok(addr.clone());
     }
-    let host = env
-        .get("HOST")
-        .and_then(scalar)
-        .filter(|h| h.parse::<std::net::IpAddr>().is_ok())
-        .unwrap_or_else(|| "0.0.0.0".into());
+    let host = host(env, notes);
     let at = |port: &str| {
         if host.contains(':') {
             format!("[{host}]:{port}")
@@ -79,6 +75,29 @@ pub fn listen_address(
          such app)",
         shell_word(pm2_name)
     ))
+}
+
+/// The address the app binds, from `HOST` (or `HOSTNAME`, which Next.js reads): an IP
+/// address as is, `localhost` as 127.0.0.1, so that an app PM2 kept on loopback stays
+/// there; anything else, or nothing, is every IPv4 address.
+fn host(env: &Map<String, Value>, notes: &mut Vec<String>) -> String {
+    let Some((key, host)) = ["HOST", "HOSTNAME"]
+        .iter()
+        .find_map(|k| env.get(*k).and_then(scalar).map(|h| (*k, h)))
+    else {
+        return "0.0.0.0".into();
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return host;
+    }
+    if host == "localhost" {
+        return "127.0.0.1".into();
+    }
+    notes.push(format!(
+        "env.{key} is {host:?}, a name: listening on every IPv4 address; give --listen with \
+         the address it stands for to bind only that"
+    ));
+    "0.0.0.0".into()
 }
 
 /// `s`, quoted for a shell when it needs to be.

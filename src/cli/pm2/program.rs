@@ -14,6 +14,9 @@ pub struct Program {
     pub node_args: Vec<String>,
     /// The node binary, when the file names one.
     pub node: Option<String>,
+    /// Variables the command sets for the app (`NODE_ENV=production node ...`,
+    /// `cross-env PORT=4444 ...`): they override the file's env, as in a shell.
+    pub env: Vec<(String, String)>,
     pub notes: Vec<String>,
 }
 
@@ -22,10 +25,20 @@ const LOADERS: &[(&str, &str)] = &[
     ("ts-node", "ts-node/register"),
     ("babel-node", "@babel/register"),
 ];
-const PACKAGE_MANAGERS: &[&str] = &["npm", "yarn", "pnpm"];
 
 fn base(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
+}
+
+/// The package manager a path runs: `npm`, or its JavaScript entry as a project installs
+/// it (`node_modules/npm/bin/npm-cli.js`).
+fn package_manager(program: &str) -> Option<&'static str> {
+    match base(program) {
+        "npm" | "npm-cli.js" => Some("npm"),
+        "yarn" | "yarn.js" | "yarn.cjs" => Some("yarn"),
+        "pnpm" | "pnpm.cjs" | "pnpm.mjs" => Some("pnpm"),
+        _ => None,
+    }
 }
 
 /// The PM2 keys that decide what runs.
@@ -52,7 +65,7 @@ pub fn resolve(app: App, cwd: &Path) -> Result<Program, String> {
     let mut p = Program::default();
     let mut interpreter_args = Some(interpreter_args);
     let first_word = split_command(script).into_iter().next().unwrap_or_default();
-    let runs_a_package_manager = PACKAGE_MANAGERS.contains(&base(&first_word));
+    let runs_a_package_manager = package_manager(&first_word).is_some();
     match interpreter.map(base) {
         Some(i) if cluster && i != "node" => {
             p.notes.push(format!(
@@ -122,8 +135,8 @@ pub fn resolve(app: App, cwd: &Path) -> Result<Program, String> {
     } else if !is_file && LOADERS.iter().any(|(l, _)| *l == name) {
         require_loader(&mut p, name);
         node_command(&mut p, words)?;
-    } else if !is_file && PACKAGE_MANAGERS.contains(&name) {
-        package_script(&mut p, name, words, cwd)?;
+    } else if let Some(manager) = package_manager(&program) {
+        package_script(&mut p, manager, words, cwd)?;
     } else if script.trim().contains(char::is_whitespace) && !is_file {
         return Err(format!(
             "script {script:?} is a shell command that does not run node; nodeapp runs \
@@ -199,15 +212,23 @@ fn package_script(
         ));
     };
     let mut cmd = split_command(command);
-    // Leading VAR=value assignments go to the environment in a shell; keep them as notes.
-    while cmd
-        .first()
-        .is_some_and(|w| w.contains('=') && !w.starts_with('-'))
-    {
-        let assignment = cmd.remove(0);
-        p.notes.push(format!(
-            "package.json's {task} sets {assignment}; add it to [env] if the app needs it"
-        ));
+    p.notes.push(format!(
+        "`{manager} {task}` runs {command:?}: the worker runs that directly, so that it \
+         gets the listening sockets"
+    ));
+    // `VAR=value cmd` in a shell, and `cross-env VAR=value cmd`, set the app's environment.
+    loop {
+        match cmd.first().map(String::as_str) {
+            Some(w) if w.contains('=') && !w.starts_with('-') => {
+                let (k, v) = w.split_once('=').unwrap_or((w, ""));
+                p.env.push((k.to_string(), v.to_string()));
+                cmd.remove(0);
+            }
+            Some("cross-env") => {
+                cmd.remove(0);
+            }
+            _ => break,
+        }
     }
     if cmd.is_empty() || command.contains("&&") || command.contains(';') || command.contains('|') {
         return Err(format!(
@@ -217,23 +238,46 @@ fn package_script(
     }
     let program = cmd.remove(0);
     cmd.extend(extra);
-    p.notes.push(format!(
-        "`{manager} {task}` runs {command:?}: the worker runs that directly, so that it \
-         gets the listening sockets"
-    ));
     match base(&program) {
         "node" | "nodejs" => node_command(p, cmd),
         loader if LOADERS.iter().any(|(l, _)| *l == loader) => {
             require_loader(p, loader);
             node_command(p, cmd)
         }
-        bin => {
-            // A package's bin (next, nuxt, nest, ...): node runs the JavaScript file.
+        "nest" if cmd.first().is_some_and(|w| w == "start") => {
+            // The Nest CLI compiles, then runs node on the build in a child process of
+            // its own, which would not get the sockets.
+            p.notes.push(
+                "`nest start` builds the app and runs node dist/main.js; the worker runs \
+                 dist/main.js (build it with `nest build` when deploying)"
+                    .into(),
+            );
+            p.script = "dist/main.js".into();
+            p.args = Vec::new();
+            Ok(())
+        }
+        bin if cwd.join("node_modules/.bin").join(bin).exists() => {
+            // A package's bin (next, nuxt, strapi, ...): node runs the JavaScript file.
             p.script = format!("node_modules/.bin/{bin}");
             p.args = cmd;
             Ok(())
         }
+        bin if on_path(bin) => Err(format!(
+            "`{manager} {task}` runs {command:?}, and {bin} is a program, not a Node.js \
+             package of the app; give nodeapp the node command it ends in"
+        )),
+        bin => Err(format!(
+            "`{manager} {task}` runs {command:?}, and {bin} is not installed in {}; install \
+             the app's dependencies first",
+            cwd.join("node_modules/.bin").display()
+        )),
     }
+}
+
+/// Whether a command is found on PATH, as a shell would run it.
+fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
 }
 
 /// A command line split into words as a shell would for simple commands: spaces separate,
@@ -291,9 +335,14 @@ mod tests {
         std::fs::write(
             d.join("package.json"),
             r#"{"scripts": {"start": "NODE_ENV=production node --inspect dist/main.js --color",
-                            "web": "next start -p 3000"}}"#,
+                            "web": "next start -p 3000",
+                            "host": "cross-env PORT=4444 next start --hostname 0.0.0.0",
+                            "api": "nest start", "prod": "bash start.sh",
+                            "os": "run-script-os"}}"#,
         )
         .unwrap();
+        std::fs::create_dir_all(d.join("node_modules/.bin")).unwrap();
+        std::fs::write(d.join("node_modules/.bin/next"), "").unwrap();
         let p = run("node server.js --port 8080", &[], None, d);
         assert_eq!(
             (p.script.as_str(), p.args.clone()),
@@ -310,7 +359,24 @@ mod tests {
         assert_eq!(p.script, "dist/main.js");
         assert_eq!(p.node_args, ["--inspect"]);
         assert_eq!(p.args, ["--color"]);
-        assert!(p.notes.iter().any(|n| n.contains("NODE_ENV=production")));
+        assert_eq!(p.env, [("NODE_ENV".into(), "production".into())]);
+        let p = run(
+            "./node_modules/npm/bin/npm-cli.js",
+            &["run", "host"],
+            None,
+            d,
+        );
+        assert_eq!(p.script, "node_modules/.bin/next");
+        assert_eq!(p.args, ["start", "--hostname", "0.0.0.0"]);
+        assert_eq!(p.env, [("PORT".into(), "4444".into())]);
+        assert_eq!(run("npm", &["run", "api"], None, d).script, "dist/main.js");
+        let shell = resolve(app("npm", &["run", "prod"], None), d).unwrap_err();
+        assert!(shell.contains("bash is a program"), "{shell}");
+        let missing = resolve(app("npm", &["run", "os"], None), d).unwrap_err();
+        assert!(
+            missing.contains("run-script-os is not installed"),
+            "{missing}"
+        );
         let p = run("yarn", &["web"], None, d);
         assert_eq!(
             (p.script.as_str(), p.args.clone()),

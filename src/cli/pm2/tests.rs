@@ -3,15 +3,12 @@ use caller::Caller;
 use serde_json::json;
 
 fn one(app: Value, env: Option<&str>) -> Converted {
-    convert(
-        0,
-        app.as_object().unwrap(),
-        Path::new("/srv/eco"),
-        &Given {
+    with(
+        app,
+        Given {
             env_name: env.map(str::to_owned),
             ..Given::default()
         },
-        &Caller::default(),
     )
 }
 
@@ -96,8 +93,17 @@ fn says_what_it_could_not_map() {
 }
 
 fn with(app: Value, given: Given) -> Converted {
-    let app = app.as_object().unwrap();
-    convert(0, app, Path::new("/srv/eco"), &given, &Caller::default())
+    with_deploy(app, given, None)
+}
+
+fn with_deploy(app: Value, given: Given, deploy: Option<Value>) -> Converted {
+    let ctx = Context {
+        base: Path::new("/srv/eco"),
+        given: &given,
+        caller: &Caller::default(),
+        deploy: deploy.as_ref().and_then(Value::as_object),
+    };
+    convert(0, app.as_object().unwrap(), &ctx)
 }
 
 fn listen_of(c: &Converted) -> String {
@@ -212,5 +218,102 @@ fn refuses_what_it_cannot_run() {
         spaced.notes[0].contains("not a valid app name"),
         "{:?}",
         spaced.notes
+    );
+}
+
+#[test]
+fn every_key_pm2_keeps_is_mapped_or_named_with_what_replaces_it() {
+    for key in schema::keys() {
+        let known = MAPPED.contains(&key) || UNMAPPED.iter().any(|(k, _)| *k == key);
+        assert!(known, "{key}");
+    }
+}
+
+#[test]
+fn values_are_read_as_pm2_reads_them() {
+    let c = one(
+        json!({
+            "name": "api", "cmd": "a.js", "kill_timeout": "3000", "min_uptime": "10s",
+            "port": "8080", "uid": "www-data",
+            "env": {"FLAGS": {"beta": true}, "EMPTY": null, "N": 1.5}
+        }),
+        None,
+    );
+    let t: toml::Table = c.toml.unwrap().parse().unwrap();
+    assert_eq!(t["script"].as_str(), Some("a.js"));
+    assert_eq!(t["stop_timeout"].as_str(), Some("3s"));
+    assert_eq!(t["restart_reset_after"].as_str(), Some("10s"));
+    assert_eq!(t["listen"][0].as_str(), Some("0.0.0.0:8080"));
+    assert_eq!(t["user"].as_str(), Some("www-data"));
+    assert_eq!(t["env"]["FLAGS"].as_str(), Some(r#"{"beta":true}"#));
+    assert_eq!(t["env"]["EMPTY"].as_str(), Some("null"));
+    assert_eq!(t["env"]["N"].as_str(), Some("1.5"));
+}
+
+#[test]
+fn a_value_pm2_rejects_refuses_the_app_and_says_how_to_correct_it() {
+    let c = one(
+        json!({"name": "api", "script": "a.js", "port": 80, "kill_timeout": "10s"}),
+        None,
+    );
+    assert!(c.rejected_by_pm2);
+    let why = c.toml.unwrap_err();
+    assert!(why.contains("PM2 7 rejects it"), "{why}");
+    assert!(why.contains("kill_timeout is \"10s\""), "{why}");
+}
+
+#[test]
+fn deploy_env_is_merged_under_env_name_as_pm2_does() {
+    let app = json!({
+        "name": "api", "script": "a.js",
+        "env": {"PORT": 3000, "A": "env", "B": "env"},
+        "env_production": {"B": "env_production"}
+    });
+    let deploy = json!({"production": {"env": {"A": "deploy", "B": "deploy"}}});
+    let c = with_deploy(
+        app.clone(),
+        Given {
+            env_name: Some("production".into()),
+            ..Given::default()
+        },
+        Some(deploy.clone()),
+    );
+    let t: toml::Table = c.toml.unwrap().parse().unwrap();
+    assert_eq!(t["env"]["A"].as_str(), Some("deploy"));
+    assert_eq!(t["env"]["B"].as_str(), Some("env_production"));
+    assert!(c.notes.iter().any(|n| n.contains("deploy.production.env")));
+    // Without --env, neither applies.
+    let c = with_deploy(app, Given::default(), Some(deploy));
+    let t: toml::Table = c.toml.unwrap().parse().unwrap();
+    assert_eq!(t["env"]["A"].as_str(), Some("env"));
+}
+
+#[test]
+fn sections_beside_the_apps_are_named() {
+    let notes = sections(&json!({"apps": [], "deploy": {}, "static": [], "extra": 1}));
+    assert_eq!(notes.len(), 3);
+    assert!(notes[0].contains("Ansible role"));
+    assert!(notes[1].starts_with("static not imported"));
+    assert!(notes[2].starts_with("extra ignored"));
+    assert!(sections(&json!({"script": "a.js", "deploy": {}})).is_empty());
+}
+
+#[test]
+fn host_and_hostname_keep_an_app_where_pm2_had_it() {
+    let at = |env: Value| {
+        listen_of(&one(
+            json!({"name": "a", "script": "a.js", "env": env}),
+            None,
+        ))
+    };
+    assert_eq!(at(json!({"PORT": 80, "HOST": "localhost"})), "127.0.0.1:80");
+    assert_eq!(
+        at(json!({"PORT": 80, "HOSTNAME": "127.0.0.1"})),
+        "127.0.0.1:80"
+    );
+    assert_eq!(at(json!({"PORT": 80, "HOST": "::"})), "[::]:80");
+    assert_eq!(
+        at(json!({"PORT": 80, "HOST": "api.internal"})),
+        "0.0.0.0:80"
     );
 }
