@@ -473,13 +473,25 @@ fn find_node(name: &str) -> Result<PathBuf, String> {
                 .into(),
         );
     }
+    find_on_path(name).ok_or_else(|| {
+        let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into());
+        format!("no `{name}` on PATH ({path}); install Node.js or set node = \"/path/to/node\"")
+    })
+}
+
+/// The first executable `name` on `PATH` (systemd's default when unset), as a shell finds
+/// a command.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    // Mode bits rather than access(2): for root, access() says yes to any file.
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into());
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|p| p.is_absolute() && executable(p))
-        .ok_or_else(|| {
-            format!("no `{name}` on PATH ({path}); install Node.js or set node = \"/path/to/node\"")
-        })
 }
 
 fn valid_user_name(name: &str) -> bool {

@@ -303,10 +303,7 @@ struct Context<'a> {
 fn convert(index: usize, raw: &Map<String, Value>, ctx: &Context) -> Converted {
     let mut notes = Vec::new();
     let verified = schema::verify(raw);
-    let app = match &verified {
-        Ok(v) => v.app.clone(),
-        Err(_) => raw.clone(),
-    };
+    let app = verified.as_ref().map_or(raw, |v| &v.app);
     let script = app.get("script").and_then(Value::as_str).unwrap_or("");
     let pm2_name = match app.get("name").and_then(scalar).filter(|n| !n.is_empty()) {
         Some(n) => n,
@@ -321,7 +318,7 @@ fn convert(index: usize, raw: &Map<String, Value>, ctx: &Context) -> Converted {
         None => unit_name(&pm2_name, &mut notes),
     };
     let rejected_by_pm2 = verified.is_err();
-    let toml = match verified {
+    let toml = match &verified {
         Err(errors) => Err(format!(
             "PM2 7 rejects it, and with it the whole file: {}; correct the file and import \
              again",
@@ -333,7 +330,7 @@ fn convert(index: usize, raw: &Map<String, Value>, ctx: &Context) -> Converted {
                     "{key} not mapped: not a PM2 key (PM2 drops it without a word)"
                 ));
             }
-            draft(&app, &pm2_name, ctx, &mut notes).and_then(|d| {
+            draft(app, &pm2_name, ctx, &mut notes).and_then(|d| {
                 config::validate_name(&name)?;
                 Ok(d.to_toml())
             })

@@ -262,7 +262,7 @@ fn package_script(
             p.args = cmd;
             Ok(())
         }
-        bin if on_path(bin) => Err(format!(
+        bin if nodeapp::config::find_on_path(bin).is_some() => Err(format!(
             "`{manager} {task}` runs {command:?}, and {bin} is a program, not a Node.js \
              package of the app; give nodeapp the node command it ends in"
         )),
@@ -272,12 +272,6 @@ fn package_script(
             cwd.join("node_modules/.bin").display()
         )),
     }
-}
-
-/// Whether a command is found on PATH, as a shell would run it.
-fn on_path(command: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
 }
 
 /// A command line split into words as a shell would for simple commands: spaces separate,
